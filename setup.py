@@ -40,6 +40,8 @@ CORE = [
     "Jinja2==3.1.6",
     "tqdm==4.70.1",
     "absl-py==2.5.1",
+    "apache-beam==2.77.0",  # t0-cache: seqio's Beam cache pipeline
+    "pyarrow==25.0.1",  # P3 parquet layout; Beam's own pin range admits it
     "setuptools<81",  # promptsource.templates imports pkg_resources
 ]
 
@@ -51,6 +53,7 @@ TEST = [
     "nbclient==0.11.0",
     "nbformat==5.11.1",
     "ipykernel==7.4.0",
+    "jax[tpu]==0.10.2",  # libtpu: --dry_run --topology compiles for TPU slices on a CPU host
 ]
 
 setup(
@@ -67,6 +70,7 @@ setup(
         "torch": ["torch==2.13.0", "transformers==5.24.0"],
         "gpu": ["jax[cuda12]==0.10.2"],
         "hf": ["datasets"],
+        "tpu": ["jax[tpu]==0.10.2"],
     },
     entry_points={
         "console_scripts": [
