@@ -29,7 +29,7 @@ CORE = [
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
     "gin-config==0.5.0",
-    "sentencepiece==0.2.3",
+    "sentencepiece==0.2.1",  # 0.2.3's model_pb2 needs protobuf>=7; apache-beam caps protobuf<7
     "numpy==2.4.6",
     "msgpack==1.2.4",
     "safetensors==0.8.0",
