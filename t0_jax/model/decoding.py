@@ -3,15 +3,19 @@
 The decoder runs one position per step in `decode` mode: each self-attention layer writes its
 new key/value into the flax "cache" collection at the step index and attends to the filled
 prefix. The cache is sized by evaluating one full-length decoder call under `jax.eval_shape`
-(no compute), then zero-filled. Rows stop at EOS; everything after a row's EOS is 0, and the
+(no compute), then zero-filled. Cross-attention keys/values are projected once per input: the
+first step (run before the loop) stores them in the cache and the later steps read them. Rows stop at EOS; everything after a row's EOS is 0, and the
 loop ends early when every row is done (as Hugging Face `generate` does).
 """
 from __future__ import annotations
 
+import flax
 import jax
 import jax.numpy as jnp
 
 from t0_jax.model.network import Transformer
+
+CROSS_KV = ("cross_key", "cross_value")  # cross-attention K/V in the cache (layers.Attention)
 
 
 def _zero_cache(module: Transformer, params, encoded, encoder_tokens, max_len: int):
@@ -24,8 +28,10 @@ def _zero_cache(module: Transformer, params, encoded, encoder_tokens, max_len: i
                                     method=Transformer.decode_logits, mutable=["cache"])
         return variables["cache"]
 
-    shapes = jax.eval_shape(full_call)
-    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    shapes = flax.traverse_util.flatten_dict(flax.core.unfreeze(jax.eval_shape(full_call)))
+    return flax.traverse_util.unflatten_dict({  # cross K/V: left out, the first step fills them
+        path: jnp.zeros(s.shape, s.dtype) for path, s in shapes.items()
+        if path[-1] not in CROSS_KV})
 
 
 def greedy_decode(module: Transformer, params, encoded: jax.Array, encoder_tokens: jax.Array,
@@ -52,4 +58,5 @@ def greedy_decode(module: Transformer, params, encoded: jax.Array, encoder_token
 
     state = (jnp.asarray(0, jnp.int32), cache, jnp.zeros((b, 1), jnp.int32),
              jnp.zeros((b, max_len), jnp.int32), jnp.zeros((b,), bool))
+    state = step(state)  # outside the loop: it adds the cross K/V to the cache (new structure)
     return jax.lax.while_loop(not_finished, step, state)[3]

@@ -164,6 +164,10 @@ class Attention(nn.Module):
     sequences [E, k, e] and query row i attends to sequence kv_index[i]. Keys/values are
     projected once per sequence and then gathered per row, instead of projecting a copy of
     the sequence for every row (the choices of one example share their input).
+
+    `cache_kv` (cross-attention of greedy decoding): the first call stores the projected
+    keys/values [b, k, h, d] in the "cache" collection as `cross_key`/`cross_value`; later
+    calls read them instead of projecting the unchanged encoder output again at every step.
     """
 
     num_heads: int
@@ -171,6 +175,7 @@ class Attention(nn.Module):
     dropout_rate: float = 0.0
     deterministic: bool = True
     decode: bool = False
+    cache_kv: bool = False  # cross-attention while decoding: project inputs_kv once
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -189,11 +194,18 @@ class Attention(nn.Module):
         split = lambda x: x.reshape(x.shape[:-1] + (h, d))  # noqa: E731  [.., h*d] -> [.., h, d]
         heads_axes = ("batch", "length", "heads", "kv")
         query = constrain(split(proj("query", query_init)(inputs_q)), heads_axes)
-        key = constrain(split(proj("key", base)(inputs_kv)), heads_axes)
-        value = constrain(split(proj("value", base)(inputs_kv)), heads_axes)
-        if kv_index is not None:  # [E, k, h, d] -> [b, k, h, d]
-            key = constrain(jnp.take(key, kv_index, axis=0), heads_axes)
-            value = constrain(jnp.take(value, kv_index, axis=0), heads_axes)
+        if self.cache_kv and self.has_variable("cache", "cross_key"):
+            key = self.get_variable("cache", "cross_key")  # projected at the first step
+            value = self.get_variable("cache", "cross_value")
+        else:
+            key = constrain(split(proj("key", base)(inputs_kv)), heads_axes)
+            value = constrain(split(proj("value", base)(inputs_kv)), heads_axes)
+            if kv_index is not None:  # [E, k, h, d] -> [b, k, h, d]
+                key = constrain(jnp.take(key, kv_index, axis=0), heads_axes)
+                value = constrain(jnp.take(value, kv_index, axis=0), heads_axes)
+            if self.cache_kv and self.is_mutable_collection("cache"):
+                self.put_variable("cache", "cross_key", key)
+                self.put_variable("cache", "cross_value", value)
         if self.decode:
             key, value = self._update_cache(key, value, decode_index)
 

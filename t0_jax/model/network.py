@@ -135,7 +135,7 @@ class DecoderLayer(nn.Module):
         x = constrain(x + drop(y), ACT)
         y = RMSNorm(cfg.layer_norm_epsilon, name="pre_cross_attention_layer_norm", **kw)(x)
         y = Attention(cfg.num_heads, cfg.head_dim, cfg.dropout_rate, self.deterministic,
-                      name="encoder_decoder_attention", **kw)(
+                      cache_kv=self.decode, name="encoder_decoder_attention", **kw)(
             y, encoded, None, cross_mask, kv_index=encoder_index)
         x = constrain(x + drop(y), ACT)
         y = RMSNorm(cfg.layer_norm_epsilon, name="pre_mlp_layer_norm", **kw)(x)

@@ -1,9 +1,10 @@
 """Greedy decoding for tasks without answer choices (summaries, QA spans, titles …).
 
 Inputs are batched like the scorer's (sorted by length, padded to power-of-two buckets, the
-batch size fixed per length bucket) and decoded with `model.greedy_decode` (KV cache) up to a
-bucketed `max_decode_len`, so one program serves a whole task. Decoded ids are cut at the first
-EOS; text metrics are computed by `text_metrics` on the detokenised strings.
+batch size fixed per length bucket) and decoded with `model.greedy_decode` (KV cache;
+cross-attention keys/values projected once per input, not per step) up to a bucketed
+`max_decode_len`, so one program serves a whole task. Decoded ids are cut at the first EOS;
+text metrics are computed by `text_metrics` on the detokenised strings.
 """
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ def decode_length(targets: Sequence[np.ndarray], options: BatchingOptions) -> in
     return min(length, options.max_target_length) if options.max_target_length else length
 
 
+@functools.lru_cache(maxsize=None)
+def decoding_program(model, mesh: Optional[Mesh]):
+    """The jitted greedy decoder of a model, shared by every Generator of that model and mesh
+    (compiled once per input shape and decode length, across tasks and checkpoints)."""
+    kwargs = {"static_argnums": (2,)}
+    if mesh is not None:
+        kwargs["out_shardings"] = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(functools.partial(_greedy, model), **kwargs)
+
+
 @dataclasses.dataclass
 class Generator:
     model: object
@@ -46,10 +57,7 @@ class Generator:
         if self.mesh is not None:
             self.options = dataclasses.replace(self.options,
                                                row_multiple=int(self.mesh.shape["data"]))
-        kwargs = {"static_argnums": (2,)}
-        if self.mesh is not None:
-            kwargs["out_shardings"] = NamedSharding(self.mesh, PartitionSpec())
-        self._decode = jax.jit(functools.partial(_greedy, self.model), **kwargs)
+        self._decode = decoding_program(self.model, self.mesh)
 
     def generate(self, inputs: Sequence[np.ndarray], max_decode_len: int,
                  on_examples: Optional[Callable[[int], None]] = None) -> list[np.ndarray]:

@@ -91,3 +91,35 @@ def test_best_step_rule():
     assert selection.best_step(overall, "mean_accuracy") == 10
     with pytest.raises(ValueError, match="not one of"):
         selection.best_step(overall, "f1")
+
+
+def _dot_operand_shapes(jaxpr, in_loop=False, out=None):
+    """(inside a while loop?, operand shapes) of every dot_general in a jaxpr, sub-jaxprs too."""
+    out = [] if out is None else out
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            out.append((in_loop, [tuple(v.aval.shape) for v in eqn.invars]))
+        loop = in_loop or eqn.primitive.name == "while"
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    _dot_operand_shapes(inner, loop, out)
+    return out
+
+
+def test_greedy_decode_projects_cross_attention_kv_once_per_input():
+    """The encoder output [b, Li, emb] enters a matmul (the K/V projections) only before the
+    decoding loop; inside it, steps read the projected K/V from the cache."""
+    from t0_jax.model.config import get_config
+    from t0_jax.model.model import EncoderDecoderModel
+
+    model = EncoderDecoderModel(get_config("tiny", vocab_size=64, dtype="float32"))
+    b, li, emb = 3, 13, model.config.emb_dim
+    tokens = jax.ShapeDtypeStruct((b, li), np.int32)
+    jaxpr = jax.make_jaxpr(lambda p, t: model.greedy_decode(p, t, 5))(
+        model.abstract_params(), tokens).jaxpr
+    dots = _dot_operand_shapes(jaxpr)
+    of_encoded = [loop for loop, shapes in dots if (b, li, emb) in shapes]
+    assert of_encoded and not any(of_encoded)  # K/V projections exist, none inside the loop
+    assert any(loop for loop, _ in dots)  # (the loop itself does run the decoder's matmuls)
