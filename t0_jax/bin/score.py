@@ -6,8 +6,11 @@
         [--gin.VOCAB_PATH=/spiece.model] [--gin_bindings='score_run.max_examples = 50']
 
 CHECKPOINT_PATH: our Orbax checkpoint or trainer step directory, a Hugging Face T5 directory, a
-T5X checkpoint — or a folder of step checkpoints, which selects the best step. Values given
-with `--gin.NAME=` that are not gin literals are taken as strings, so paths need no quotes.
+T5X checkpoint — or a folder of step checkpoints, which selects the best step.
+MIXTURE_OR_TASK_NAME: one name, a gin list ['a', 'b'], a comma-separated string, or a glob such
+as 'super_glue_rte_*_score_eval'; all are scored in one process (one compile per shape).
+Values given with `--gin.NAME=` that are not gin literals are taken as strings, so paths need
+no quotes.
 Writes OUTPUT_DIR/{scores.jsonl, results.json, results.csv, accuracy_boxplot.png, config.gin};
 re-running with the same OUTPUT_DIR skips tasks that already finished (t0_jax.scoring.report).
 Also runs as `python -m t0_jax.bin.score`; `main(argv)` is callable in-process.
@@ -18,7 +21,7 @@ import logging
 import os
 import pathlib
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import gin
 
@@ -33,17 +36,19 @@ UsageError = gin_flags.UsageError
 
 
 @gin.configurable
-def score_run(checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
+def score_run(checkpoint_path: str = gin.REQUIRED,
+              mixture_or_task_name: Union[str, Sequence[str]] = gin.REQUIRED,
               output_dir: str = gin.REQUIRED, split: str = "validation",
               data_dir: Optional[str] = None, vocab_path: Optional[str] = None,
-              activation_dtype: Optional[str] = "float32", param_dtype: Optional[str] = None,
+              activation_dtype: Optional[str] = None, param_dtype: Optional[str] = None,
               num_partitions: int = 1, length_normalized: bool = False,
               max_examples: Optional[int] = None, examples_per_batch: Optional[int] = None,
               max_rows_per_batch: Optional[int] = None, encoder_token_budget: int = 16384,
               max_input_length: Optional[int] = 1024, max_target_length: Optional[int] = 256,
               select_checkpoints: bool = True, selection_metric: str = "median_of_medians",
               compilation_cache_dir: Optional[str] = str(runner.DEFAULT_CACHE_DIR),
-              progress: bool = True) -> runner.ScoreRun:
+              progress: bool = True, use_cached_tasks: bool = False,
+              cache_dirs: Sequence[str] = ()) -> runner.ScoreRun:
     """The gin-bound arguments of a run, as a plain `ScoreRun` (library code sees no gin)."""
     required = {"CHECKPOINT_PATH": checkpoint_path, "MIXTURE_OR_TASK_NAME": mixture_or_task_name,
                 "OUTPUT_DIR": output_dir}
@@ -56,14 +61,17 @@ def score_run(checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str = g
                                encoder_token_budget=encoder_token_budget,
                                max_input_length=max_input_length,
                                max_target_length=max_target_length)
+    names = (str(mixture_or_task_name) if isinstance(mixture_or_task_name, str)
+             else tuple(map(str, mixture_or_task_name)))
     return runner.ScoreRun(
-        checkpoint_path=str(checkpoint_path), mixture_or_task_name=str(mixture_or_task_name),
+        checkpoint_path=str(checkpoint_path), mixture_or_task_name=names,
         output_dir=str(output_dir), split=split, data_dir=data_dir, vocab_path=vocab_path,
         activation_dtype=activation_dtype, param_dtype=param_dtype,
         num_partitions=num_partitions, length_normalized=length_normalized,
         max_examples=max_examples, batching=batching, select_checkpoints=select_checkpoints,
         selection_metric=selection_metric,
-        compilation_cache_dir=compilation_cache_dir, progress=progress)
+        compilation_cache_dir=compilation_cache_dir, progress=progress,
+        use_cached_tasks=bool(use_cached_tasks), cache_dirs=tuple(map(str, cache_dirs or ())))
 
 
 def parse_config(argv: Sequence[str]) -> runner.ScoreRun:

@@ -1,7 +1,8 @@
 """Rows of registered tasks as plain numpy records, for the scorer (which imports no TensorFlow).
 
 `task_rows(name, split)` runs a task's seqio pipeline (rendering + tokenisation, no packing, no
-shuffling, no length cap) and returns one dict per row:
+shuffling, no length cap), or reads its seqio cache (`use_cached`), and returns one dict per
+row:
 
     inputs          int32 [Li]  tokenised prompt, no EOS
     targets         int32 [Lt]  tokenised target/choice, EOS appended
@@ -11,9 +12,10 @@ shuffling, no length cap) and returns one dict per row:
     is_correct      bool        whether this choice is a correct answer (False for plain tasks)
     weight          float
 
-Rows come in dataset order, so `max_examples` can stop reading early. Also here: the names of a
-mixture's tasks, each task's (dataset, subset, template) and metrics from its template metadata,
-and SentencePiece tokenisation for sources that are not seqio tasks (BIG-bench JSON).
+Rows come in dataset order, so `max_examples` can stop reading early. Also here: the tasks
+that names, mixtures and globs stand for (`expand_names`), each task's (dataset, subset,
+template) and metrics from its template metadata, and SentencePiece tokenisation for sources
+that are not seqio tasks (BIG-bench JSON).
 """
 from __future__ import annotations
 
@@ -48,17 +50,43 @@ def ensure_registered(vocab_path=None) -> None:
 
 def resolve_task_names(name: str, vocab_path=None) -> list[str]:
     """Sub-task names of a mixture (sorted), or [name] for a task; unknown names explained."""
+    return expand_names([name], vocab_path)
+
+
+GLOB_CHARS = frozenset("*?[")
+
+
+def expand_names(names, vocab_path=None) -> list[str]:
+    """Task names (order of first appearance, no repeats) for task names, mixture names and
+    globs such as 'super_glue_rte_*_score_eval' (matched against registered task and mixture
+    names; a mixture stands for its sorted tasks). A name or glob that matches nothing raises
+    `UnknownNameError` with the closest registered names."""
+    import fnmatch  # noqa: PLC0415
+
     import seqio  # noqa: PLC0415
 
     from t0_jax.data import registry  # noqa: PLC0415
 
     ensure_registered(vocab_path)
-    if name in seqio.MixtureRegistry.names():
-        return sorted(t.name for t in seqio.get_mixture_or_task(name).tasks)
-    if name in seqio.TaskRegistry.names():
-        return [name]
-    raise registry.UnknownNameError("task or mixture", name,
-                                    seqio.TaskRegistry.names() | seqio.MixtureRegistry.names())
+    tasks, mixtures = set(seqio.TaskRegistry.names()), set(seqio.MixtureRegistry.names())
+    out: dict[str, None] = {}
+    for name in names:
+        if GLOB_CHARS & set(name):
+            matched = sorted(fnmatch.filter(tasks | mixtures, name))
+            if not matched:
+                raise registry.UnknownNameError("task or mixture pattern", name,
+                                                tasks | mixtures)
+        else:
+            matched = [name]
+        for match in matched:
+            if match in mixtures:
+                out.update(dict.fromkeys(sorted(
+                    t.name for t in seqio.get_mixture_or_task(match).tasks)))
+            elif match in tasks:
+                out[match] = None
+            else:
+                raise registry.UnknownNameError("task or mixture", match, tasks | mixtures)
+    return list(out)
 
 
 def task_info(name: str) -> TaskInfo:
@@ -75,9 +103,21 @@ def task_info(name: str) -> TaskInfo:
                     has_choices=name.endswith(SCORE_EVAL_SUFFIX))
 
 
+def use_caches(names, split: str, cache_dirs=()) -> None:
+    """Make seqio's cached reader find `names` (tasks) in `cache_dirs` (besides the cache dirs
+    seqio already knows); one clear error naming the task and the folders searched when one
+    is not cached (t0_jax.data.caches)."""
+    from t0_jax.data import caches  # noqa: PLC0415
+
+    if cache_dirs:
+        caches.use_cache_dirs(list(cache_dirs))
+    caches.check_cached(list(names), split)
+
+
 def task_rows(name: str, split: str, data_dir=None, vocab_path=None,
-              max_examples: Optional[int] = None) -> list[dict]:
-    """Every row of one task split as numpy records (see the module docstring)."""
+              max_examples: Optional[int] = None, use_cached: bool = False) -> list[dict]:
+    """Every row of one task split as numpy records (see the module docstring); with
+    `use_cached`, read through seqio's cached reader (after `use_caches`)."""
     import seqio  # noqa: PLC0415
 
     ensure_registered(vocab_path)
@@ -85,7 +125,7 @@ def task_rows(name: str, split: str, data_dir=None, vocab_path=None,
         sources.set_data_dir(data_dir)
     task = seqio.get_mixture_or_task(name)
     dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False,
-                               use_cached=False, num_epochs=1)
+                               use_cached=use_cached, num_epochs=1)
     rows = []
     for i, ex in enumerate(dataset.as_numpy_iterator()):
         row = _row(ex, i)

@@ -22,7 +22,7 @@ import logging
 import os
 import pathlib
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -41,12 +41,12 @@ DEFAULT_CACHE_DIR = pathlib.Path("~/.cache/t0_jax/jax_compilation_cache")
 @dataclasses.dataclass(frozen=True)
 class ScoreRun:
     checkpoint_path: str
-    mixture_or_task_name: str
+    mixture_or_task_name: Union[str, Sequence[str]]  # names, "a,b", globs (split_names)
     output_dir: str
     split: str = "validation"
     data_dir: Optional[str] = None
     vocab_path: Optional[str] = None  # default: the checkpoint's spiece.model, else $T0_VOCAB_PATH
-    activation_dtype: Optional[str] = "float32"  # None: the checkpoint config's dtype
+    activation_dtype: Optional[str] = None  # None: bfloat16 on GPU/TPU, float32 on CPU
     param_dtype: Optional[str] = None  # None: as stored
     num_partitions: int = 1  # model-parallel size; the rest of the devices split the data
     length_normalized: bool = False  # rank by log-likelihood / tokens instead of the sum
@@ -56,6 +56,8 @@ class ScoreRun:
     selection_metric: str = "median_of_medians"
     compilation_cache_dir: Optional[str] = str(DEFAULT_CACHE_DIR)  # None: leave jax's setting
     progress: bool = True
+    use_cached_tasks: bool = False  # read registry tasks from seqio caches (t0-cache, P3)
+    cache_dirs: tuple[str, ...] = ()  # searched for cached tasks (besides seqio's own list)
 
 
 @dataclasses.dataclass
@@ -65,6 +67,28 @@ class _Task:
     template: str
     metrics: tuple
     load_rows: Callable[[], list]  # → rows as in t0_jax.data.score_rows (tokens + texts)
+    _rows: Optional[list] = None
+
+    def rows(self) -> list:
+        """The task's rows, rendered and tokenised on first use and kept (checkpoint
+        selection scores the same rows at every step)."""
+        if self._rows is None:
+            self._rows = self.load_rows()
+        return self._rows
+
+
+def split_names(spec) -> list[str]:
+    """MIXTURE_OR_TASK_NAME as given → names: a list/tuple of names, or a string of
+    comma-separated names; each may be a task, a mixture, a glob or a BIG-bench path."""
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    return [n.strip() for part in parts for n in str(part).split(",") if n.strip()]
+
+
+def default_activation_dtype(backend: Optional[str] = None) -> str:
+    """bfloat16 on accelerators (twice the matrix throughput, half the activation memory;
+    softmax and log-probabilities stay fp32 in the model), float32 on CPU (no bf16 gain)."""
+    backend = backend or jax.default_backend()
+    return "float32" if backend == "cpu" else "bfloat16"
 
 
 def run(cfg: ScoreRun) -> dict:
@@ -86,12 +110,15 @@ def _enable_compilation_cache(path: Optional[str]) -> None:
 
 
 def _select(cfg: ScoreRun, steps) -> dict:
-    overall = {}
+    """Score every step with one task list: each task is rendered once (first step) and the
+    compiled programs are shared (`scorer.scoring_program`), so a step after the first costs
+    only its checkpoint load and the device work."""
+    overall, tasks = {}, {}
     for step, folder in steps:
         log.info("checkpoint selection: scoring step %d (%s)", step, folder)
         results = score_checkpoint(dataclasses.replace(
             cfg, checkpoint_path=str(folder), output_dir=os.path.join(cfg.output_dir,
-                                                                      f"step_{step}")))
+                                                                      f"step_{step}")), tasks)
         overall[step] = results.get("overall", {})
     out = selection.selection_report(overall, cfg.selection_metric)
     if jax.process_index() == 0:
@@ -134,9 +161,8 @@ def load_model(cfg: ScoreRun):
 def _model(config, cfg: ScoreRun):
     from t0_jax.model.model import EncoderDecoderModel  # noqa: PLC0415
 
-    config = config.replace(dropout_rate=0.0)
-    if cfg.activation_dtype:
-        config = config.replace(dtype=cfg.activation_dtype)
+    config = config.replace(dropout_rate=0.0,
+                            dtype=cfg.activation_dtype or default_activation_dtype())
     return EncoderDecoderModel(config)
 
 
@@ -152,9 +178,10 @@ def _param_shardings(model, mesh, abstract_params):
 
 
 def resolve_tasks(cfg: ScoreRun, vocab_path) -> list[_Task]:
-    """Tasks of MIXTURE_OR_TASK_NAME: comma-separated task / mixture names or BIG-bench paths."""
+    """Tasks of MIXTURE_OR_TASK_NAME (`split_names`): tasks, mixtures (their tasks), globs over
+    registered names, BIG-bench paths; in the order given, each task once."""
     out: dict[str, _Task] = {}
-    for name in (n.strip() for n in cfg.mixture_or_task_name.split(",") if n.strip()):
+    for name in split_names(cfg.mixture_or_task_name):
         for task in _tasks_of(name, cfg, vocab_path):
             out.setdefault(task.name, task)
     return list(out.values())
@@ -166,11 +193,14 @@ def _tasks_of(name: str, cfg: ScoreRun, vocab_path) -> list[_Task]:
                 for task, file in bigbench.tasks(name).items()]
     from t0_jax.data import score_rows  # noqa: PLC0415 - TensorFlow lives behind this import
 
+    names = score_rows.expand_names([name], vocab_path)
+    if cfg.use_cached_tasks:
+        score_rows.use_caches(names, cfg.split, cfg.cache_dirs)
     out = []
-    for task in score_rows.resolve_task_names(name, vocab_path):
+    for task in names:
         info = score_rows.task_info(task)
         load = (lambda n=task: score_rows.task_rows(n, cfg.split, cfg.data_dir, vocab_path,
-                                                    cfg.max_examples))
+                                                    cfg.max_examples, cfg.use_cached_tasks))
         out.append(_Task(task, info.dataset_label, info.template, info.metrics, load))
     return out
 
@@ -193,9 +223,14 @@ def _bigbench_task(name, file, vocab_path, max_examples) -> _Task:
 # ----------------------------------------------------------------------------- scoring
 
 
-def score_checkpoint(cfg: ScoreRun) -> dict:
+def score_checkpoint(cfg: ScoreRun, task_lists: Optional[dict] = None) -> dict:
+    """Score one checkpoint. `task_lists` {vocab path: tasks} is kept by the caller to reuse
+    rendered tasks across checkpoints (selection); tasks depend on the vocabulary only."""
     model, params, mesh, vocab, step = load_model(cfg)
-    tasks = resolve_tasks(cfg, vocab)
+    task_lists = {} if task_lists is None else task_lists
+    if vocab not in task_lists:
+        task_lists[vocab] = resolve_tasks(cfg, vocab)
+    tasks = task_lists[vocab]
     fingerprint = {"checkpoint": os.path.abspath(cfg.checkpoint_path), "step": step,
                    "split": cfg.split, "max_examples": cfg.max_examples,
                    "length_normalized": cfg.length_normalized,
@@ -210,7 +245,7 @@ def score_checkpoint(cfg: ScoreRun) -> dict:
             log.info("task %s: finished earlier, skipped (%s)", task.name, cfg.output_dir)
             continue
         start = time.perf_counter()
-        rows = task.load_rows()
+        rows = task.rows()
         if any(r["choice"] >= 0 for r in rows) or not rows:
             records, result = _rank_task(task, rows, scorer, cfg)
         else:
@@ -325,12 +360,17 @@ def _write_outputs(cfg: ScoreRun, tasks: list[_Task], fingerprint: dict, step) -
     datasets = aggregate.dataset_summary(task_results,
                                          {t: r["dataset"] for t, r in task_results.items()})
     results = {"checkpoint": fingerprint["checkpoint"], "step": step, "split": cfg.split,
-               "mixture_or_task": cfg.mixture_or_task_name,
+               "mixture_or_task": ",".join(split_names(cfg.mixture_or_task_name)),
                "ranking": "length_normalized" if cfg.length_normalized else "sum_log_likelihood",
                "tasks": task_results, "datasets": datasets,
                "overall": aggregate.overall_summary(task_results, datasets)}
     report.write_results(cfg.output_dir, results, scores, generations)
     plots.accuracy_boxplot(datasets, task_results,
                            pathlib.Path(cfg.output_dir) / plots.PLOT_FILE,
-                           title=f"{cfg.mixture_or_task_name} ({cfg.split})")
+                           title=f"{_short_title(cfg.mixture_or_task_name)} ({cfg.split})")
     return results
+
+
+def _short_title(spec) -> str:
+    names = split_names(spec)
+    return names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"

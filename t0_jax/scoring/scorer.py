@@ -65,6 +65,21 @@ def to_global(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
+@functools.lru_cache(maxsize=None)
+def scoring_program(model, encode_once: bool, mesh: Optional[Mesh], rules) -> InMeshContext:
+    """The jitted scoring function of a model, one per (model, layout, mesh, rules).
+
+    WHY module level: a Scorer is made per checkpoint; sharing the jitted function keeps the
+    compiled programs (one per padded shape) across tasks and checkpoint steps of a process,
+    since parameters of equal shape and sharding are just new arguments to the same program.
+    """
+    fn = _encode_and_score if encode_once else _score_repeated
+    kwargs = {}
+    if mesh is not None:
+        kwargs["out_shardings"] = NamedSharding(mesh, PartitionSpec())
+    return InMeshContext(jax.jit(functools.partial(fn, model), **kwargs), mesh, rules)
+
+
 @dataclasses.dataclass
 class Scorer:
     """Jitted encode-once scoring of rows with a fixed model and parameters."""
@@ -82,14 +97,15 @@ class Scorer:
         if self.mesh is not None:
             self.options = dataclasses.replace(self.options,
                                                row_multiple=int(self.mesh.shape["data"]))
-        fn = _encode_and_score if self.encode_once else _score_repeated
-        kwargs = {}
-        if self.mesh is not None:
-            kwargs["out_shardings"] = NamedSharding(self.mesh, PartitionSpec())
         rules = DEFAULT_RULES if self.rules is None else self.rules
-        self._step = InMeshContext(jax.jit(functools.partial(fn, self.model), **kwargs),
-                                   self.mesh, rules)
+        self._step = scoring_program(self.model, self.encode_once, self.mesh,
+                                     tuple(map(tuple, rules)))
         self.shapes_seen: set[tuple[int, ...]] = set()
+
+    def num_compiled(self) -> int:
+        """Programs compiled so far for this model (shared by every Scorer of the same model,
+        mesh and rules: one per padded shape, across tasks and checkpoints)."""
+        return self._step.jitted._cache_size()
 
     def _device_batch(self, batch: ScoreBatch) -> dict:
         arrays = batch.arrays()

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from t0_jax.bin import score
+from t0_jax.scoring import runner
+from t0_jax.scoring import scorer as scorer_module
 from tests.scoring import bigbench_files
 from tests.scoring.hf_peer import TZeroPeer, save_random_t5
 
@@ -67,3 +69,65 @@ def test_cli_usage_errors_name_what_is_missing(capsys):
     assert "CHECKPOINT_PATH" in capsys.readouterr().err
     assert score.main(["--bogus=1"]) == 2
     assert "unknown argument '--bogus=1'" in capsys.readouterr().err
+
+
+MRPC = ["glue_mrpc_equivalent_score_eval", "glue_mrpc_paraphrase_score_eval"]
+
+
+class _SpyScorer(runner.Scorer):
+    """Records, per `score` call (one per task), the padded shapes it ran."""
+
+    made: list = []
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.per_call = []
+        _SpyScorer.made.append(self)
+
+    def score(self, *args, **kwargs):
+        self.shapes_seen = set()
+        out = super().score(*args, **kwargs)
+        self.per_call.append(set(self.shapes_seen))
+        return out
+
+
+def _cli_scores(hf_dir, data_dir, out, names: str) -> dict:
+    code = score.main([
+        "--gin_file=gin/runs/score.gin", f"--gin.CHECKPOINT_PATH={hf_dir}",
+        f"--gin.MIXTURE_OR_TASK_NAME={names}", f"--gin.OUTPUT_DIR={out}",
+        f"--gin.DATA_DIR={data_dir}", "--gin.MAX_EXAMPLES=8",
+        "--gin_bindings=score_run.progress = False",
+        "--gin_bindings=score_run.compilation_cache_dir = None"])
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    return {(r["task"], r["example"], r["choice"]): r["log_likelihood"] for r in rows}
+
+
+def test_list_comma_and_glob_forms_score_like_separate_runs(hf_dir, shared_data_dir, tmp_path,
+                                                            monkeypatch):
+    """One process for several tasks: the same scores as one run per task, and each padded
+    shape compiled once for all of them (the compiled program is shared across tasks)."""
+    monkeypatch.setattr(runner, "Scorer", _SpyScorer)
+    separate = {}
+    for task in MRPC:
+        separate |= _cli_scores(hf_dir, shared_data_dir, tmp_path / task, task)
+    forms = {"list": "['" + "', '".join(MRPC) + "']",  # (comma form: tests/scoring/test_hf_parity)
+             "glob": "glue_mrpc_[ep]*_score_eval"}  # equivalent, paraphrase
+    for form, names in forms.items():
+        scorer_module.scoring_program.cache_clear()  # count this run's compilations alone
+        _SpyScorer.made.clear()
+        together = _cli_scores(hf_dir, shared_data_dir, tmp_path / form, names)
+        assert together.keys() == separate.keys(), form
+        np.testing.assert_allclose([together[k] for k in separate], list(separate.values()),
+                                   rtol=0, atol=1e-6)
+        (spy,) = _SpyScorer.made  # one scorer for both tasks
+        union = set().union(*spy.per_call)
+        assert len(spy.per_call) == 2 and spy.num_compiled() == len(union), form
+    assert sum(map(len, spy.per_call)) > len(union)  # the tasks did share shapes
+
+
+def test_unknown_name_or_glob_names_close_tasks(hf_dir, tmp_path, capsys):
+    for names in ("glue_mrpc_equivalent_score_evall", "glue_mrpcc_*_score_eval"):
+        with pytest.raises(KeyError, match="Did you mean: glue_mrpc_"):
+            runner.run(runner.ScoreRun(str(hf_dir), names, str(tmp_path / "out"),
+                                       compilation_cache_dir=None, progress=False))
