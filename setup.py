@@ -42,6 +42,7 @@ CORE = [
     "absl-py==2.5.1",
     "apache-beam==2.77.0",  # t0-cache: seqio's Beam cache pipeline
     "pyarrow==25.0.1",  # P3 parquet layout; Beam's own pin range admits it
+    "google-crc32c==1.9.0",  # Beam's TFRecord sink needs a CRC32C (C; crcmod is pure Python)
     "setuptools<81",  # promptsource.templates imports pkg_resources
 ]
 

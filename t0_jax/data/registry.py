@@ -359,8 +359,10 @@ def expand_answer_choices(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.flat_map(rows)
 
 
-_PREPROCESSORS = (seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
-                  seqio.preprocessors.append_eos_after_trim)
+# T0's order (t-zero seqio_tasks): the cache (t0-cache, P3) holds tokenized ids with EOS already
+# appended; a target longer than its feature length loses that EOS when it is trimmed.
+_PREPROCESSORS = (seqio.preprocessors.tokenize, seqio.preprocessors.append_eos,
+                  seqio.CacheDatasetPlaceholder(required=False))
 
 
 # ----------------------------------------------------------------------------- registration

@@ -1,0 +1,282 @@
+"""`t0-cache`'s engine: seqio caches of our tasks written by ONE Apache Beam pipeline.
+
+The pipeline is seqio's own (`seqio/scripts/cache_tasks_main.py`, `seqio.beam_utils`):
+PreprocessTask → Reshuffle → WriteExampleTfRecord, GetInfo/GetStats → WriteJson, then COMPLETED
+once every split of the task is written. So the folders are exactly seqio's (and P3's) format;
+`caches` reads them. What we add around it:
+
+- tasks and mixtures by our names; tasks whose folder is already COMPLETED are skipped;
+- every task is written under `<dir>/.t0-cache-tmp-*/` and renamed into place only after the
+  whole pipeline succeeded: a failed run never touches an existing cache;
+- our source shards arbitrarily, so each split is cut into `num_input_shards` slices that Beam
+  workers render in parallel (seqio would see one shard and use one worker);
+- the DirectRunner default uses one worker PROCESS per core (`multi_processing`: rendering is
+  Python, threads share one GIL); every worker gets the data dir and vocabulary in effect here;
+- a `dropped` counter per split (renderings that are not exactly (inputs, targets)).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import time
+import uuid
+from typing import Callable, Optional, Sequence
+
+import seqio
+import tensorflow as tf
+
+from t0_jax.data import caches, registry, sources
+
+log = logging.getLogger(__name__)
+DEFAULT_MIN_SHARDS = 64  # seqio's default: enough files for per-host sharding and shuffling
+
+
+
+@dataclasses.dataclass
+class CachedSplit:
+    """One row of the t0-cache table."""
+
+    task: str
+    split: str
+    status: str  # 'written', 'cached' (already COMPLETED), 'skipped' (split not available)
+    examples: Optional[int] = None
+    inputs_tokens: Optional[int] = None
+    targets_tokens: Optional[int] = None
+    dropped: Optional[int] = None  # renderings that were not exactly (inputs, targets)
+    note: str = ""
+
+
+@dataclasses.dataclass
+class CacheReport:
+    output_cache_dir: str
+    rows: list
+    seconds: float
+    pipeline_options: list
+
+    @property
+    def written_examples(self) -> int:
+        return sum(r.examples or 0 for r in self.rows if r.status == "written")
+
+
+def default_pipeline_options(num_workers: Optional[int] = None) -> list:
+    """DirectRunner with one worker process per core (multi_processing: rendering is Python,
+    threads would share one GIL)."""
+    workers = num_workers or os.cpu_count() or 1
+    return ["--runner=DirectRunner", f"--direct_num_workers={workers}",
+            "--direct_running_mode=multi_processing"]
+
+
+class _WorkerSetup:
+    """Runs in every Beam worker before a task is loaded: the same data dir and vocabulary
+    as the launching process, and the user's modules that register extra tasks."""
+
+    def __init__(self, data_dir, vocab_path, modules: Sequence[str] = ()):
+        self.data_dir, self.vocab_path, self.modules = data_dir, vocab_path, tuple(modules)
+
+    def __call__(self):
+        import importlib
+
+        from t0_jax.data import registry as task_registry, sources as task_sources
+
+        if self.data_dir:
+            task_sources.set_data_dir(self.data_dir)
+        task_registry.set_vocab_path(self.vocab_path)
+        for module in self.modules:
+            importlib.import_module(module)
+
+
+def _preprocess_transform():
+    """seqio's PreprocessTask, with our source split into `num_input_shards` slices (it shards
+    arbitrarily, so Beam workers render in parallel) and a `dropped` counter per split."""
+    from apache_beam import metrics
+    from seqio import beam_utils
+
+    class PreprocessPrompted(beam_utils.PreprocessTask):
+        def __init__(self, task, split, num_input_shards: int, **kwargs):
+            super().__init__(task, split, **kwargs)
+            base = getattr(getattr(task.source, "info", None), "name", None)
+            self._base_name = base
+            if task.source.supports_arbitrary_sharding and num_input_shards > 1:
+                n = num_input_shards
+                self.shards = [(i, f"{split}[{i}::{n}]") for i in range(n)]
+
+        def _emit_examples(self, shard):
+            yield from super()._emit_examples(shard)
+            dropped = registry.dropped_counts().get(self._base_name, {}).get(self._split)
+            metrics.Metrics.counter(f"{self._task_name}_{self._split}", "dropped").inc(
+                int(dropped or 0))
+
+    return PreprocessPrompted
+
+
+def _available_splits(name: str, splits: Optional[Sequence[str]], data_dir, rows: list) -> list:
+    """The splits to cache: asked-for splits must exist; default splits that the data lacks are
+    skipped (a table row says why)."""
+    task_splits = list(seqio.get_mixture_or_task(name).splits)
+    wanted = list(splits) if splits else task_splits
+    out = []
+    for split in wanted:
+        if split not in task_splits:
+            raise caches.CacheError(f"task '{name}' has no split '{split}' (its splits: "
+                             f"{', '.join(task_splits)}); pass --splits with those.")
+        info = registry.task_info(name)
+        try:
+            sources.open_split(info.dataset, info.subset, info.source_split(split), data_dir)
+        except sources.DataNotFoundError as error:
+            if splits:
+                raise caches.CacheError(f"task '{name}' split '{split}': {error}") from error
+            rows.append(CachedSplit(name, split, "skipped", note="no data for this split"))
+            continue
+        out.append(split)
+    return out
+
+
+def cache_tasks(names: Sequence[str], output_cache_dir: str, *, splits=None, data_dir=None,
+                vocab_path=None, pipeline_options: Optional[Sequence[str]] = None,
+                min_shards: int = DEFAULT_MIN_SHARDS, num_input_shards: Optional[int] = None,
+                modules: Sequence[str] = (),
+                progress: Callable[[str], None] = log.info) -> CacheReport:
+    """Cache tasks/mixtures `names` in seqio's format under `output_cache_dir` (see module doc).
+
+    `pipeline_options`: Beam flags (default `default_pipeline_options()`); `min_shards`: output
+    files per split (seqio's --min_shards); `num_input_shards`: slices of each split rendered in
+    parallel (default: the worker count, else 1). Returns the per-task figures.
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from seqio import beam_utils
+
+    start = time.perf_counter()
+    if vocab_path is not None:
+        registry.set_vocab_path(vocab_path)
+    data_dir = sources.get_data_dir(data_dir)
+    options = list(pipeline_options) if pipeline_options else default_pipeline_options()
+    workers = _num_workers(options)
+    num_input_shards = num_input_shards or max(1, workers)
+    tasks = caches.expand_tasks(caches.split_names(names))
+    tf.io.gfile.makedirs(output_cache_dir)
+    rows: list = []
+    todo: dict = {}  # task -> splits
+    for name in tasks:
+        final = caches.task_folder(output_cache_dir, name)
+        if caches.is_completed(final):
+            rows += [CachedSplit(name, s, "cached", **caches.stats_figures(final, s))
+                     for s in caches.cached_splits(final)]
+            progress(f"skip {name}: already cached at {final}")
+            continue
+        if tf.io.gfile.exists(final):
+            raise caches.CacheError(f"{final} exists but has no {caches.COMPLETED} file (an "
+                                    "interrupted seqio run?); t0-cache never overwrites it: "
+                                    "delete that folder and rerun.")
+        task_splits = _available_splits(name, caches.split_names(splits), data_dir, rows)
+        if task_splits:
+            todo[name] = task_splits
+    if not todo:
+        return CacheReport(output_cache_dir, rows, time.perf_counter() - start, options)
+
+    tmp_root = os.path.join(output_cache_dir, f"{caches.TMP_PREFIX}{uuid.uuid4().hex[:8]}")
+    setup = _WorkerSetup(data_dir, registry.task_vocabulary().path, modules)
+    transform = _preprocess_transform()
+    progress(f"caching {len(todo)} task(s), {sum(map(len, todo.values()))} split(s) with "
+             f"{' '.join(options)}")
+    pipeline = beam.Pipeline(options=PipelineOptions(options))
+    for name, task_splits in todo.items():
+        _add_task_steps(pipeline, beam, beam_utils, transform, seqio.get_mixture_or_task(name),
+                        task_splits, caches.task_folder(tmp_root, name), setup, min_shards,
+                        num_input_shards)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as error:  # noqa: BLE001  Beam wraps worker errors in many types
+        _remove(tmp_root)
+        raise caches.CacheBuildError(_failure_message(error, todo, output_cache_dir)) from error
+    dropped = _dropped_counters(result)
+    for name, task_splits in todo.items():
+        final = caches.task_folder(output_cache_dir, name)
+        _move_into_place(caches.task_folder(tmp_root, name), final)
+        for split in task_splits:
+            row = CachedSplit(name, split, "written", **caches.stats_figures(final, split),
+                              dropped=dropped.get(f"{name}_{split}"))
+            rows.append(row)
+            progress(f"cached {name} {split}: {row.examples} examples -> {final}")
+    _remove(tmp_root)
+    return CacheReport(output_cache_dir, rows, time.perf_counter() - start, options)
+
+
+def _add_task_steps(pipeline, beam, beam_utils, transform, task, task_splits, out_dir, setup,
+                    min_shards, num_input_shards) -> None:
+    """cache_tasks_main.run_pipeline's steps for one task (seqio's transforms, our labels)."""
+    completion = []
+    for split in task_splits:
+        label = f"{task.name}_{split}"
+        pat = transform(task, split, num_input_shards, setup_fn=setup)
+        num_shards = max(len(pat.shards), min_shards)
+        examples = (pipeline | f"{label}_pat" >> pat
+                    | f"{label}_global_example_shuffle" >> beam.Reshuffle())
+        completion.append(examples | f"{label}_write_tfrecord" >> beam_utils.WriteExampleTfRecord(
+            seqio.get_cached_tfrecord_prefix(out_dir, split), num_shards=num_shards))
+        completion.append(examples | f"{label}_info" >> beam_utils.GetInfo(num_shards)
+                          | f"{label}_write_info" >> beam_utils.WriteJson(
+                              seqio.get_cached_info_path(out_dir, split)))
+        completion.append(examples | f"{label}_stats" >> beam_utils.GetStats(task.output_features)
+                          | f"{label}_write_stats" >> beam_utils.WriteJson(
+                              seqio.get_cached_stats_path(out_dir, split)))
+    _ = (completion | f"{task.name}_flatten_completion" >> beam.Flatten()
+         | f"{task.name}_discard" >> beam.Filter(lambda _: False)
+         | f"{task.name}_write_completed" >> beam.io.textio.WriteToText(
+             os.path.join(out_dir, caches.COMPLETED), append_trailing_newlines=False,
+             num_shards=1, shard_name_template=""))
+
+
+def _num_workers(options: Sequence[str]) -> int:
+    for option in options:
+        if option.startswith("--direct_num_workers="):
+            return int(option.split("=", 1)[1]) or (os.cpu_count() or 1)
+    return 1
+
+
+def _failure_message(error: Exception, todo: dict, output_cache_dir: str) -> str:
+    text = str(error)
+    failed = [f"{name} ({split})" for name, task_splits in todo.items() for split in task_splits
+              if f"{name}_{split}_" in text]
+    where = ", ".join(failed) if failed else "one of " + ", ".join(todo)
+    last = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    cause = last[-1] if last else type(error).__name__
+    return (f"the Beam pipeline failed while caching {where}: {cause[:500]}. Nothing under "
+            f"{output_cache_dir} was changed; fix the cause (run the task uncached with "
+            "`t0-tasks show` to see the example that fails) and rerun t0-cache.")
+
+
+def _dropped_counters(result) -> dict:
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # noqa: BLE001  some runners do not report metrics
+        return {}
+    out: dict = {}
+    for counter in counters:
+        if counter.key.metric.name == "dropped":
+            out[counter.key.metric.namespace] = (out.get(counter.key.metric.namespace, 0)
+                                                 + int(counter.committed or counter.attempted))
+    return out
+
+
+def _move_into_place(tmp_dir: str, final: str) -> None:
+    """Rename a finished task folder into the cache; COMPLETED arrives last on remote stores."""
+    if "://" not in final:
+        os.rename(tmp_dir, final)
+        return
+    tf.io.gfile.makedirs(final)
+    names = sorted(tf.io.gfile.listdir(tmp_dir), key=lambda n: n == caches.COMPLETED)
+    for name in names:
+        tf.io.gfile.rename(os.path.join(tmp_dir, name), os.path.join(final, name))
+
+
+def _remove(path: str) -> None:
+    if "://" not in path:
+        shutil.rmtree(path, ignore_errors=True)
+    elif tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path)
+
+
