@@ -17,20 +17,27 @@ eval      `targets` = the choice, `idx = [example index, choice index]` (unique 
           target)`, `weight = 1.0`, `answer_choices` (the full list, on every row).
 Drops     examples whose rendering is not exactly (inputs, targets) are skipped, counted per
           task and split, logged after each full pass, and readable with `dropped_counts()`.
+Order     shuffled tasks walk a permutation seeded by (run seed, task name): each template of
+          a dataset has its own order. Rendering runs in `render_pool` worker processes
+          (`set_render_workers` / $T0_RENDER_WORKERS, default = cores); 0 or 1 renders
+          in-process, with identical output.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import hashlib
 import logging
 import re
+import threading
 from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from t0_jax.data import catalogue, sources, templates, vocabularies
+from t0_jax.data import catalogue, render_pool, sources, templates, vocabularies
 
 DEFAULT_SPLITS = ("train", "validation", "test")
 SCORE_EVAL_SUFFIX = "_score_eval"
@@ -228,31 +235,41 @@ class RenderedRow:
     rendered: Optional[templates.RenderedExample]  # None: dropped
 
 
-def load_split(name: str, split: str, data_dir=None) -> list:
-    """All raw examples of the task's split (data dir resolved now, at read time)."""
+def load_split(name: str, split: str, data_dir=None) -> sources.SplitReader:
+    """A random-access reader over the task's split (data dir resolved now, at read time)."""
     info = task_info(name)
-    return sources.load_examples(info.dataset, info.subset, info.source_split(split),
-                                 data_dir=data_dir)
+    return sources.open_split(info.dataset, info.subset, info.source_split(split),
+                              data_dir=data_dir)
 
 
 def iter_rendered(name: str, split: str, data_dir=None, indices=None) -> Iterator[RenderedRow]:
     """Raw example -> rendered example for `indices` (default all) of the task's split."""
-    examples = load_split(name, split, data_dir)
-    yield from _render_rows(_TEMPLATES[task_info(name).name], examples,
-                            range(len(examples)) if indices is None else indices)
-
-
-def _render_rows(template, examples, indices) -> Iterator[RenderedRow]:
-    for index in map(int, indices):
-        example = examples[index]
+    reader = load_split(name, split, data_dir)
+    template = _TEMPLATES[task_info(name).name]
+    for index, example in reader.read(range(len(reader)) if indices is None else indices):
         yield RenderedRow(index, example, templates.render_example(template, example))
+
+
+def task_seed(seed: int, name: str) -> np.ndarray:
+    """The shuffle seed of one task: a stable hash of (run seed, task name), int64 [2].
+
+    Every template of a dataset walks its own permutation, so the prompts of one example do
+    not arrive together in a mixture; the same (seed, task) always gives the same order.
+    """
+    digest = hashlib.sha256(f"{int(seed)}\x00{name}".encode("utf-8")).digest()
+    return np.frombuffer(digest[:8], np.uint32).astype(np.int64)
 
 
 class PromptedSource(seqio.DataSource):
     """Examples of one (dataset, split) rendered with one template, read when asked for.
 
-    Sharding is by example position (example i goes to shard i % num_shards), applied here so
-    that `idx` stays the index in the full split on every host.
+    The pipeline is checkpointable tf.data (no Python generator), so `tf.train.Checkpoint(
+    iterator=...)` saves exactly where a run is:
+        range(examples in this shard) -> batch(_CHUNK) -> stateless seeded permutation
+        (`task_seed`) -> global indices -> enumerate -> map(render the chunk,
+        `render_pool.render_workers()` calls in flight, deterministic) -> unbatch.
+    Sharding is by example position (example i goes to shard i % num_shards) and reads only
+    this shard's examples; `idx` stays the index in the full split on every host.
     """
 
     def __init__(self, info: TaskInfo):
@@ -267,7 +284,7 @@ class PromptedSource(seqio.DataSource):
         return [split]
 
     def num_input_examples(self, split: str) -> Optional[int]:
-        """The catalogue's train size for `train` (no read), else the number of examples read."""
+        """The catalogue's train size for `train` (no read), else the split's example count."""
         if split == "train" and self.info.train_size is not None:
             return self.info.train_size
         return len(load_split(self.info.name, split))
@@ -276,38 +293,104 @@ class PromptedSource(seqio.DataSource):
                     shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
                     use_cached=False, num_epochs=1) -> tf.data.Dataset:
         del sequence_length, use_cached, num_epochs  # seqio handles these after the source
-        examples = load_split(self.info.name, split)
+        reader = load_split(self.info.name, split)
+        shard = reader.shard(*((shard_info.index, shard_info.num_shards) if shard_info
+                               else (0, 1)))
         template = _TEMPLATES[self.info.name]
-        shard, num_shards = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
-        indices = np.arange(shard, len(examples), num_shards)
-        if shuffle:
-            indices = np.random.default_rng(seed).permutation(indices)
-        if len(indices):  # a template/data mismatch fails here, with its message, not in tf.data
-            templates.render_example(template, examples[indices[0]])
-        where = f"shard {shard + 1}/{num_shards}" if num_shards > 1 else "all shards"
-
-        def generate():
-            dropped = 0
-            for start in range(0, len(indices), _CHUNK):
-                rows = list(_render_rows(template, examples, indices[start:start + _CHUNK]))
-                kept = [row for row in rows if row.rendered is not None]
-                dropped += len(rows) - len(kept)
-                if kept:
-                    yield _chunk_arrays(kept, with_choices=bool(self.info.score_eval))
-            _DROPPED[(self.info.name, split)] = dropped
-            if dropped:
-                log.info("task %s split %s (%s): dropped %d of %d examples whose rendering is "
-                         "not exactly (inputs, targets)", self.info.name, split, where, dropped,
-                         len(indices))
-
-        signature = _chunk_signature(with_choices=bool(self.info.score_eval))
-        dataset = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
-        return dataset.map(_unpad_choices) if self.info.score_eval else dataset
+        if len(shard):  # a template/data mismatch fails here, with its message, not in tf.data
+            templates.render_example(template, reader[shard.indices[0]])
+        if shuffle and seed is None:
+            seed = int(np.random.SeedSequence().entropy % (1 << 63))
+        job = render_pool.RenderJob(reader.spec, template, bool(self.info.score_eval))
+        tally = _DropTally(self.info.name, split, shard_info, len(shard))
+        workers = render_pool.render_workers()
+        chunks = _index_chunks(shard.indices, task_seed(seed, self.info.name) if shuffle else None)
+        dataset = chunks.enumerate().map(
+            functools.partial(_render_chunk, job, tally, workers),
+            num_parallel_calls=max(workers, 1), deterministic=True).unbatch()
+        dataset = dataset.with_options(_external_state_options())
+        return dataset.map(_unpad_choices) if job.with_choices else dataset
 
 
-# Rows cross from Python into tf.data in chunks: one generator step per example costs ~0.3 ms,
-# several times the rendering itself.
+# Rows are rendered and cross into tf.data in chunks: one Python call per example costs several
+# times the rendering itself, and a worker round trip (~1 ms) is small next to 128 renderings.
 _CHUNK = 128
+
+
+def _index_chunks(indices: range, seed: Optional[np.ndarray]) -> tf.data.Dataset:
+    """Chunks of this shard's global example indices (int64 [<= _CHUNK]), permuted when seeded.
+
+    The permutation is stateless (`index_shuffle` of the position), so nothing the size of the
+    split is held in memory or in the graph, and an iterator checkpoint is just a position.
+    """
+    count = len(indices)
+    chunks = tf.data.Dataset.range(count).batch(_CHUNK)
+    start, step = indices.start, indices.step
+
+    def to_global(positions):  # int64 [chunk]
+        if seed is not None and count > 1:
+            positions = tf.random.experimental.index_shuffle(
+                positions, tf.constant(seed, tf.int64), tf.constant(count - 1, tf.int64))
+        return positions * step + start
+
+    return chunks.map(to_global)
+
+
+def _render_chunk(job, tally, workers, chunk_number, indices) -> dict:
+    """tf.data map: render one chunk (in a worker process when workers > 1) into tensors."""
+    signature = _chunk_signature(job.with_choices)
+
+    def render(number, positions):
+        arrays, dropped = render_pool.run_chunk(job, positions, workers)
+        tally.add(int(number), dropped)
+        return [arrays[key] for key in signature]
+
+    tensors = tf.numpy_function(render, [chunk_number, indices],
+                                [spec.dtype for spec in signature.values()])
+    out = {}
+    for (key, spec), tensor in zip(signature.items(), tensors):
+        tensor.set_shape(spec.shape)
+        out[key] = tensor
+    return out
+
+
+def _external_state_options() -> tf.data.Options:
+    """Let iterator checkpoints skip the render function's Python state (it has none that
+    matters: output depends only on the chunk's indices)."""
+    options = tf.data.Options()
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    return options
+
+
+class _DropTally:
+    """Dropped renderings per chunk of one pipeline; a full pass is published to `_DROPPED`.
+
+    Chunks finish out of order in parallel; the pass is complete when every chunk number has
+    reported (after a restore mid-pass, from the next full pass on).
+    """
+
+    def __init__(self, name: str, split: str, shard_info, examples: int):
+        self.name, self.split, self.examples = name, split, examples
+        self.chunks = -(-examples // _CHUNK)
+        self.where = (f"shard {shard_info.index + 1}/{shard_info.num_shards}"
+                      if shard_info and shard_info.num_shards > 1 else "all shards")
+        self.seen: dict = {}
+        self.lock = threading.Lock()
+        if not self.chunks:
+            _DROPPED[(name, split)] = 0
+
+    def add(self, chunk_number: int, dropped: int) -> None:
+        with self.lock:
+            self.seen[chunk_number] = dropped
+            if len(self.seen) < self.chunks:
+                return
+            total = sum(self.seen.values())
+            self.seen.clear()
+        _DROPPED[(self.name, self.split)] = total
+        if total:
+            log.info("task %s split %s (%s): dropped %d of %d examples whose rendering is not "
+                     "exactly (inputs, targets)", self.name, self.split, self.where, total,
+                     self.examples)
 
 
 def _chunk_signature(with_choices: bool) -> dict:
@@ -318,19 +401,6 @@ def _chunk_signature(with_choices: bool) -> dict:
         signature["answer_choices"] = tf.TensorSpec([None, None], tf.string)
         signature["num_choices"] = tf.TensorSpec([None], tf.int32)
     return signature
-
-
-def _chunk_arrays(rows: list, with_choices: bool) -> dict:
-    chunk = {"inputs": np.array([r.rendered.inputs for r in rows], dtype=object),
-             "targets": np.array([r.rendered.targets for r in rows], dtype=object),
-             "idx": np.array([r.index for r in rows], dtype=np.int32)}
-    if with_choices:
-        lists = [r.rendered.answer_choices for r in rows]
-        width = max(len(choices) for choices in lists)
-        chunk["answer_choices"] = np.array([c + [""] * (width - len(c)) for c in lists],
-                                           dtype=object).reshape(len(lists), width)
-        chunk["num_choices"] = np.array([len(c) for c in lists], dtype=np.int32)
-    return chunk
 
 
 def _unpad_choices(example: dict) -> dict:

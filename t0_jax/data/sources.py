@@ -7,17 +7,32 @@ were written for (e.g. `super_glue/rte/validation.jsonl`, `anli/dev_r1.jsonl`: A
 are just split names). DATA_DIR is the `data_dir` argument, else `set_data_dir()`, else the
 environment variable `T0_DATA_DIR`.
 
-Loaded splits are cached in memory (one split is read by every template of its dataset); the
-example dicts are shared between callers and must not be modified.
+Streaming, not loading: `open_split` returns a `SplitReader` (len, `reader[i]`, `read(indices)`,
+`shard(k, n)`) and no source ever holds a whole split in Python objects, so host memory stays
+flat as datasets grow:
+    mirror   a line index (the byte offset where each non-blank line starts, int64, plus the
+             file size) is built once per file, saved as `.npy` under the index cache
+             (`$T0_INDEX_CACHE_DIR`, default `~/.cache/t0_jax/line_index`, keyed by path, size
+             and mtime) and memory-mapped; example i is one `pread` and one `json.loads`.
+    HF       the memory-mapped Arrow table of `datasets.load_dataset`, indexed per example.
+    TFDS     `tfds.data_source`: TFDS's own random-access reader (ArrayRecord-prepared data).
+A `SplitReader` can be reopened from its `spec` (a small picklable record), which is how render
+worker processes get their own reader without data crossing a process boundary.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import pathlib
-from typing import Optional
+import tempfile
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
 
 DATA_DIR_ENV = "T0_DATA_DIR"
+INDEX_CACHE_ENV = "T0_INDEX_CACHE_DIR"
 
 # Datasets whose TFDS builder yields the same fields as the Hugging Face dataset the templates
 # were written for (strings come back as bytes and are decoded). Extend with care.
@@ -36,8 +51,11 @@ MANUAL_DOWNLOAD = {
                     "sentence_quiz1, sentence_quiz2, answer_right_ending, story_id) as JSONL"),
 }
 
+_SCAN_BLOCK = 1 << 20  # bytes read at a time while indexing lines: bounds the scan's memory
+_JSON_SPACE = np.frombuffer(b" \t\r\n", np.uint8)
+
 _data_dir: Optional[str] = None
-_cache: dict = {}
+_readers: dict = {}  # one reader per file version / HF split / TFDS split, shared by templates
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -45,6 +63,10 @@ class DataNotFoundError(FileNotFoundError):
 
     def __str__(self):
         return str(self.args[0]) if self.args else ""
+
+
+class BadExampleError(ValueError):
+    """A mirror line that is not one JSON object (the message names file and line number)."""
 
 
 def set_data_dir(path) -> None:
@@ -70,88 +92,226 @@ def mirror_path(data_dir, hf_name: str, subset: Optional[str], split: str) -> pa
 
 
 def clear_cache() -> None:
-    _cache.clear()
+    """Forget open readers (they are reopened, and mirror files re-stat'ed, on the next call)."""
+    _readers.clear()
 
 
-def load_examples(hf_name: str, subset: Optional[str], split: str, data_dir=None) -> list:
-    """Every example of one split as a list of dicts, from the first source that has it."""
+# ----------------------------------------------------------------------------- readers
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+    """What names one split: enough for another process to reopen the same reader."""
+
+    hf_name: str
+    subset: Optional[str]
+    split: str
+    data_dir: Optional[str]  # the mirror root resolved when the split was first opened
+
+
+class SplitReader:
+    """Random access to the examples of one split; subclasses implement `_example(i)`."""
+
+    spec: SplitSpec
+    description: str  # for messages: the file or dataset read
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _example(self, index: int) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, index) -> dict:
+        """Example `index` (0 <= index < len) as a fresh dict with Hugging Face field types."""
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"example {index} is out of range for {self.description} "
+                             f"({len(self)} examples)")
+        return self._example(index)
+
+    def read(self, indices: Iterable[int]) -> Iterator[tuple]:
+        """(index, example) for each index in `indices`, in that order."""
+        for index in indices:
+            yield int(index), self[index]
+
+    def __iter__(self) -> Iterator[dict]:
+        return (example for _, example in self.read(range(len(self))))
+
+    def shard(self, shard_index: int, num_shards: int) -> "SplitShard":
+        """This host's examples: i with i % num_shards == shard_index, under their global index."""
+        if num_shards < 1 or not 0 <= shard_index < num_shards:
+            raise ValueError(f"shard_index must be in [0, num_shards) with num_shards >= 1; got "
+                             f"shard_index={shard_index}, num_shards={num_shards}.")
+        return SplitShard(self, range(shard_index, len(self), num_shards))
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitShard:
+    """A host's share of a split; `indices` are global (the example's index in the full split).
+
+    Interleaving keeps shards within one example of each other's size, needs only the count,
+    and reads nothing outside the shard.
+    """
+
+    reader: SplitReader
+    indices: range
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[tuple]:
+        return self.reader.read(self.indices)
+
+
+class MirrorReader(SplitReader):
+    """One JSONL mirror file read by byte offset (see the module docstring)."""
+
+    def __init__(self, path: pathlib.Path, spec: SplitSpec):
+        self.path, self.spec, self.description = path, spec, str(path)
+        self._starts = line_index(path)  # [examples + 1] int64: line starts, then the file size
+        self._fd, self._pid = None, None
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def _descriptor(self) -> int:
+        if self._pid != os.getpid():  # never share a descriptor's offset state across processes
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def _example(self, index: int) -> dict:
+        start, end = int(self._starts[index]), int(self._starts[index + 1])
+        raw = os.pread(self._descriptor(), end - start, start)  # the line and any blank ones after
+        try:
+            example = json.loads(raw)
+        except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
+            raise self._bad_line(start, f"is not valid JSON ({getattr(error, 'msg', error)})") \
+                from error
+        if not isinstance(example, dict):
+            raise self._bad_line(start, f"is a JSON {type(example).__name__}, not an object")
+        return example
+
+    def _bad_line(self, start: int, problem: str) -> BadExampleError:
+        return BadExampleError(f"{self.path}:{_line_number(self.path, start)} {problem}; each "
+                               "line of a mirror file must be one JSON object with the Hugging "
+                               "Face fields. Fix or remove that line.")
+
+    def __del__(self):
+        if self._fd is not None and self._pid == os.getpid():
+            try:
+                os.close(self._fd)
+            except (OSError, TypeError):  # already closed, or interpreter shutdown
+                pass
+
+
+class HuggingFaceReader(SplitReader):
+    """A `datasets.Dataset` (memory-mapped Arrow table), read one example at a time."""
+
+    def __init__(self, dataset, spec: SplitSpec):
+        self.spec, self._dataset = spec, dataset
+        self.description = f"Hugging Face dataset {_display(spec.hf_name, spec.subset)} " \
+                           f"split '{spec.split}'"
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def _example(self, index: int) -> dict:
+        return dict(self._dataset[index])
+
+
+class TfdsReader(SplitReader):
+    """A TFDS random-access data source; strings and arrays come back as Python values."""
+
+    def __init__(self, source, spec: SplitSpec, builder: str):
+        self.spec, self._source = spec, source
+        self.description = f"TFDS `{builder}` split '{spec.split}'"
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def _example(self, index: int) -> dict:
+        return _decode(self._source[index])
+
+
+def open_split(hf_name: str, subset: Optional[str], split: str, data_dir=None) -> SplitReader:
+    """A reader for one split, from the first source that has it (DataNotFoundError if none)."""
     root = get_data_dir(data_dir)
+    spec = SplitSpec(hf_name, subset, split, root)
     tried = []
     if root is not None:
         path = mirror_path(root, hf_name, subset, split)
         if path.is_file():
-            return list(_read_mirror(path))
+            return _open_mirror(path, spec)
         tried.append(f"local mirror: {path} (not found)")
     else:
         tried.append(f"local mirror: no data dir (pass data_dir, call set_data_dir() or set "
                      f"${DATA_DIR_ENV})")
-    for loader in (_load_from_hf, _load_from_tfds):
-        examples = loader(hf_name, subset, split, tried)
-        if examples is not None:
-            return examples
+    for opener in (_open_hf, _open_tfds):
+        reader = opener(spec, tried)
+        if reader is not None:
+            return reader
     raise DataNotFoundError(_not_found_message(hf_name, subset, split, root, tried))
 
 
-def _read_mirror(path: pathlib.Path) -> tuple:
+def reopen(spec: SplitSpec) -> SplitReader:
+    """The reader `spec` names (in this process; cached like `open_split`)."""
+    return open_split(spec.hf_name, spec.subset, spec.split, spec.data_dir)
+
+
+def _open_mirror(path: pathlib.Path, spec: SplitSpec) -> MirrorReader:
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    if key not in _cache:
-        examples = []
-        with open(path, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    examples.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{line_number} is not valid JSON ({error.msg}); "
-                                     "each line of a mirror file must be one JSON object.") from error
-        _cache[key] = tuple(examples)
-    return _cache[key]
+    key = ("mirror", str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _readers:
+        for stale in [k for k in _readers if k[:2] == key[:2]]:  # the file changed
+            del _readers[stale]
+        _readers[key] = MirrorReader(path, spec)
+    return _readers[key]
 
 
-def _load_from_hf(hf_name, subset, split, tried) -> Optional[list]:
+def _open_hf(spec: SplitSpec, tried) -> Optional[SplitReader]:
     try:
         import datasets  # optional dependency
     except ImportError:
         tried.append("Hugging Face `datasets`: not installed (pip install datasets)")
         return None
-    key = ("hf", hf_name, subset, split)
-    if key not in _cache:
+    key = ("hf", spec.hf_name, spec.subset, spec.split)
+    if key not in _readers:
         try:
-            dataset = datasets.load_dataset(hf_name, subset, split=split)
+            dataset = datasets.load_dataset(spec.hf_name, spec.subset, split=spec.split)
         except Exception as error:  # network, unknown name or split, manual download...
-            tried.append(f"Hugging Face `datasets.load_dataset({hf_name!r}, {subset!r}, "
-                         f"split={split!r})`: {type(error).__name__}: {error}")
+            tried.append(f"Hugging Face `datasets.load_dataset({spec.hf_name!r}, "
+                         f"{spec.subset!r}, split={spec.split!r})`: {type(error).__name__}: "
+                         f"{error}")
             return None
-        _cache[key] = tuple(dict(row) for row in dataset)
-    return list(_cache[key])
+        _readers[key] = HuggingFaceReader(dataset, spec)
+    return _readers[key]
 
 
-def _load_from_tfds(hf_name, subset, split, tried) -> Optional[list]:
-    builder = TFDS_BUILDERS.get((hf_name, subset))
+def _open_tfds(spec: SplitSpec, tried) -> Optional[SplitReader]:
+    builder = TFDS_BUILDERS.get((spec.hf_name, spec.subset))
     if builder is None:
         tried.append(f"TFDS: no builder known to match the Hugging Face fields of "
-                     f"{_display(hf_name, subset)}")
+                     f"{_display(spec.hf_name, spec.subset)}")
         return None
     tfds_dir = pathlib.Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
     if not (tfds_dir / builder).is_dir():  # not prepared: skip the slow tensorflow_datasets import
         tried.append(f"TFDS `{builder}`: not prepared under {tfds_dir} (set $TFDS_DATA_DIR or run "
-                     f"`tfds build {builder}`)")
+                     f"`tfds build {builder} --file_format=array_record`)")
         return None
-    key = ("tfds", builder, split)
-    if key not in _cache:
+    key = ("tfds", builder, spec.split, str(tfds_dir))
+    if key not in _readers:
         try:
             import tensorflow_datasets as tfds
 
-            dataset = tfds.load(builder, split=split, download=False, data_dir=str(tfds_dir))
-            rows = [_decode(row) for row in tfds.as_numpy(dataset)]
-        except Exception as error:  # not installed, not prepared, unknown split...
-            tried.append(f"TFDS `{builder}` split {split!r} (download=False): "
-                         f"{type(error).__name__}: {error}")
+            source = tfds.data_source(builder, split=spec.split, download=False,
+                                      data_dir=str(tfds_dir))
+        except Exception as error:  # not installed, TFRecord-prepared, unknown split...
+            tried.append(f"TFDS `{builder}` split {spec.split!r} (random access needs the "
+                         f"ArrayRecord format: `tfds build {builder} --file_format=array_record`)"
+                         f": {type(error).__name__}: {error}")
             return None
-        _cache[key] = tuple(rows)
-    return list(_cache[key])
+        _readers[key] = TfdsReader(source, spec, builder)
+    return _readers[key]
 
 
 def _decode(value):
@@ -165,6 +325,85 @@ def _decode(value):
     if isinstance(value, list):
         return [_decode(item) for item in value]
     return value
+
+
+# ----------------------------------------------------------------------------- line index
+
+
+def index_cache_dir() -> pathlib.Path:
+    """Where line indices are kept: `$T0_INDEX_CACHE_DIR`, else `~/.cache/t0_jax/line_index`."""
+    configured = os.environ.get(INDEX_CACHE_ENV)
+    if configured:
+        return pathlib.Path(configured).expanduser()
+    return pathlib.Path("~/.cache/t0_jax/line_index").expanduser()
+
+
+def line_index(path) -> np.ndarray:
+    """Byte offsets of the non-blank lines of `path`, then its size: int64 [lines + 1].
+
+    Read from the index cache (memory-mapped, so every process shares the pages) when a file of
+    the same path, size and mtime was indexed before; else scanned and saved there. An
+    unwritable cache only costs a rescan next time.
+    """
+    path = pathlib.Path(path)
+    stat = path.stat()
+    key = f"{path.resolve()}\x00{stat.st_size}\x00{stat.st_mtime_ns}"
+    cached = index_cache_dir() / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npy")
+    try:
+        return np.load(cached, mmap_mode="r")
+    except (OSError, ValueError):
+        pass
+    starts = scan_line_starts(path)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".tmp", delete=False) as out:
+            np.save(out, starts)
+        os.replace(out.name, cached)  # atomic: concurrent workers never read half a file
+    except OSError:
+        pass
+    return starts
+
+
+def scan_line_starts(path) -> np.ndarray:
+    """One pass over the bytes of `path` (1 MiB at a time): starts of non-blank lines + size."""
+    found = []
+    line_start, line_has_text, offset = 0, False, 0
+    with open(path, "rb") as handle:
+        while block := handle.read(_SCAN_BLOCK):
+            data = np.frombuffer(block, np.uint8)
+            newlines = np.flatnonzero(data == 10)
+            text_before = np.concatenate(([0], np.cumsum(~np.isin(data, _JSON_SPACE),
+                                                         dtype=np.int64)))  # [len + 1]
+            if len(newlines):
+                local_starts = np.concatenate(([0], newlines[:-1] + 1))  # segment starts
+                has_text = text_before[newlines] > text_before[local_starts]
+                has_text[0] |= line_has_text  # the first segment continues the open line
+                starts = np.concatenate(([line_start], offset + local_starts[1:]))
+                found.append(starts[has_text])
+                line_start = offset + int(newlines[-1]) + 1
+                line_has_text = bool(text_before[-1] > text_before[newlines[-1] + 1])
+            else:
+                line_has_text = line_has_text or bool(text_before[-1])
+            offset += len(data)
+    if line_has_text:  # a last line without a newline
+        found.append(np.array([line_start]))
+    return np.concatenate(found + [np.array([offset])]).astype(np.int64)
+
+
+def _line_number(path, offset: int) -> int:
+    """1-based line number of the line starting at byte `offset` (counts newlines before it)."""
+    count, done = 0, 0
+    with open(path, "rb") as handle:
+        while done < offset:
+            block = handle.read(min(_SCAN_BLOCK, offset - done))
+            if not block:
+                break
+            count += block.count(b"\n")
+            done += len(block)
+    return count + 1
+
+
+# ----------------------------------------------------------------------------- messages
 
 
 def _display(hf_name, subset) -> str:
@@ -181,15 +420,3 @@ def _not_found_message(hf_name, subset, split, root, tried) -> str:
            f"{mirror_path(example_root, hf_name, subset, split)} and pass data_dir / set "
            f"${DATA_DIR_ENV}, or install Hugging Face `datasets` with network access.")
     return "\n".join(lines + [fix])
-
-
-def shard_examples(examples, shard_index: int, num_shards: int) -> list:
-    """This host's share of `examples`: every `num_shards`-th one from `shard_index` (i % n == k).
-
-    Interleaving keeps shards within one example of each other's size and needs no count up
-    front; the same inputs always give the same shards.
-    """
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index must be in [0, num_shards) with num_shards >= 1; got "
-                         f"shard_index={shard_index}, num_shards={num_shards}.")
-    return list(examples)[shard_index::num_shards]

@@ -106,8 +106,8 @@ def test_real_examples_render_like_promptsource(ps, shared_data_dir, dataset, su
     assert len(mine) == len(peer) > 0
     checked = 0
     for split in splits:
-        examples = sources.load_examples(dataset, subset, split, data_dir=shared_data_dir)
-        for index, example in enumerate(examples[:EXAMPLES_PER_SPLIT]):
+        reader = sources.open_split(dataset, subset, split, data_dir=shared_data_dir)
+        for index, example in reader.read(range(min(EXAMPLES_PER_SPLIT, len(reader)))):
             for template in mine:
                 seed = index % 3
                 expected_parts, expected_choices = _ps_apply(peer[template.name], example, seed)
