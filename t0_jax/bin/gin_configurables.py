@@ -2,7 +2,8 @@
 
 Library code never imports gin (DESIGN.md rule 1); importing this module registers
     t0_jax.model.T5Config        the model hyperparameters (gin/models/*.gin)
-    t0_jax.train.train           the trainer's plain-argument entry point (gin/runs/*.gin)
+    t0_jax.train.train           training on a seqio task/mixture (gin/runs/*.gin): the trainer's
+                                 plain arguments plus the data ones (t0_jax.bin.train_data.train)
     t0_jax.data.dataset_mixture  registers a mixture of whole datasets at bind time and returns
                                  its name (d-ablation experiments: gin/experiments/*)
 `T5Config` instances built by gin belong to a gin-made subclass (gin does not mutate the
@@ -14,8 +15,8 @@ from typing import Sequence
 
 import gin
 
+from t0_jax.bin import train_data
 from t0_jax.model.config import T5Config
-from t0_jax.train import trainer
 
 REQUIRED_MACROS = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TRAIN_STEPS", "TASK_FEATURE_LENGTHS",
                    "BATCH_SIZE")
@@ -31,5 +32,5 @@ def dataset_mixture(name: str, datasets: Sequence[str]) -> str:
 
 
 gin.external_configurable(T5Config, name="T5Config", module="t0_jax.model")
-gin.external_configurable(trainer.train, name="train", module="t0_jax.train")
+gin.external_configurable(train_data.train, name="train", module="t0_jax.train")
 gin.external_configurable(dataset_mixture, name="dataset_mixture", module="t0_jax.data")

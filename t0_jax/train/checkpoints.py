@@ -7,6 +7,9 @@
                      t0_jax.convert.t0_format writes, so `t0-score` and
                      `auto.load_checkpoint` read a step directory directly
       train_state/   JSON: {"step", "batches_consumed", "gin_config", "model_dir"}
+    MODEL_DIR/input_state/<step>/host_<i>-of-<n>/
+                     this host's input position at that step (t0_jax.train.input_feed), written
+                     before the step's Orbax save and pruned with the steps Orbax drops
 
 Why this is safe to kill at any moment: Orbax writes a step into a temporary directory and
 renames it only once every item (and, multi-host, every host's shards) is committed; the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 from typing import Optional
 
 import jax
@@ -32,6 +36,7 @@ MODEL_CONFIG = t0_format.CONFIG_ITEM
 OPT_STATE = "opt_state"
 TRAIN_STATE = "train_state"
 ITEMS = (PARAMS, OPT_STATE, MODEL_CONFIG, TRAIN_STATE)
+INPUT_STATE = "input_state"
 
 
 class Checkpointer:
@@ -66,7 +71,25 @@ class Checkpointer:
             MODEL_CONFIG: ocp.args.JsonSave(t0_format.config_json(config, step, vocab)),
             TRAIN_STATE: ocp.args.JsonSave(meta)})
         self._manager.save(step, args=args, force=True)
+        self.prune_input_states(keep={step})
         return step
+
+    def prune_input_states(self, keep: set) -> None:
+        """Drop this host's input states of steps Orbax no longer keeps (older than the newest
+        of `keep`; an in-flight save's step is in `keep`)."""
+        root = self.directory / INPUT_STATE
+        if not root.is_dir():
+            return
+        kept = set(self.all_steps()) | set(keep)
+        newest = max(kept) if kept else None
+        for path in root.iterdir():
+            if path.name.isdigit() and int(path.name) not in kept and (
+                    newest is None or int(path.name) < newest):
+                clear_directory(path / host_directory_name(), recreate=False)
+                try:
+                    path.rmdir()  # the last host out removes the step directory
+                except OSError:
+                    pass
 
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict]:
         """`target`: TrainState of ShapeDtypeStructs with shardings (arrays land in shards)."""
@@ -94,6 +117,23 @@ class Checkpointer:
 def step_directory(model_dir: str | os.PathLike, step: int) -> pathlib.Path:
     """Where a step lives (what to pass to `t0-score` as CHECKPOINT_PATH)."""
     return pathlib.Path(model_dir).absolute() / str(step)
+
+
+def host_directory_name() -> str:
+    return f"host_{jax.process_index()}-of-{jax.process_count()}"
+
+
+def input_state_directory(model_dir: str | os.PathLike, step: int) -> pathlib.Path:
+    """This host's input-state directory for `step` (not created)."""
+    return (pathlib.Path(model_dir).absolute() / INPUT_STATE / str(step) /
+            host_directory_name())
+
+
+def clear_directory(path: pathlib.Path, recreate: bool = True) -> None:
+    """Remove `path` (a stale state from an interrupted run) and, by default, make it anew."""
+    shutil.rmtree(path, ignore_errors=True)
+    if recreate:
+        path.mkdir(parents=True, exist_ok=True)
 
 
 def has_trainer_opt_state(path: str | os.PathLike) -> bool:

@@ -4,15 +4,20 @@ Order of work, so that a configuration that cannot work fails before any compute
   1. check the arguments (lengths, batch vs data axis and microbatches, continuity, rules);
   2. build the mesh and the state layout (shapes + shardings, nothing allocated) and check that
      the state fits on one device;
-  3. open the input pipeline (an unknown mixture fails here) at the resume position;
-  4. restore the newest finalized checkpoint in MODEL_DIR, else load INITIAL_CHECKPOINT_PATH,
+  3. restore the newest finalized checkpoint in MODEL_DIR, else load INITIAL_CHECKPOINT_PATH,
+     else initialise randomly — every array directly in its shards;
+  4. open the batch source at the resume position (its saved input state when it has one);
+  5. restore the newest finalized checkpoint in MODEL_DIR, else load INITIAL_CHECKPOINT_PATH,
      else initialise randomly — every array directly in its shards;
   5. loop: one jitted, donated step per batch; metrics to TensorBoard + JSONL (host 0); an
      async Orbax save every `checkpoint_period` steps and at the end.
 
-Resume is exact: the data stream is a deterministic function of the seed and is re-opened
-skipping the batches already consumed (stored in the checkpoint), dropout keys are a function
-of the absolute step, and the restored arrays are the saved bytes. A non-finite loss stops the
+The trainer receives its batches (`batch_source`, see input_source.py); it never imports the
+task layer — t0_jax/bin/train_data.py wires the seqio pipeline in. Resume is exact: each
+checkpoint carries every host's input position (input_feed.py), restored without replaying the
+consumed batches, or, for a source that cannot save its state, the deterministic stream is
+re-opened skipping them; dropout keys are a function of the absolute step, and the restored
+arrays are the saved bytes. A non-finite loss stops the
 run before that state can be saved, so the newest checkpoint is always a good one.
 """
 from __future__ import annotations
@@ -25,7 +30,7 @@ import os
 import pathlib
 import shutil
 import time
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Mapping, Optional, Union
 
 import jax
 import numpy as np
@@ -34,8 +39,9 @@ from t0_jax.model import axes as axes_lib
 from t0_jax.model.config import T5Config
 from t0_jax.model.model import EncoderDecoderModel
 from t0_jax.optim import adafactor as adafactor_lib
-from t0_jax.parallel import host_arrays, mesh as mesh_lib, sharding as sharding_lib
-from t0_jax.train import checkpoints, metrics as metrics_lib, steps
+from t0_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
+from t0_jax.train import checkpoints, input_feed, metrics as metrics_lib, steps
+from t0_jax.train.input_source import BatchFunction, BatchSource, as_batch_source
 from t0_jax.train.progress import Progress
 from t0_jax.train.state import (OPTIMIZER_CONTINUITY, TrainState, abstract_with_shardings,
                                 init_state_fn, make_optimizer, state_from_params, state_layout)
@@ -43,8 +49,6 @@ from t0_jax.train.state import (OPTIMIZER_CONTINUITY, TrainState, abstract_with_
 log = logging.getLogger(__name__)
 
 PARTITION_RULES = {"default": axes_lib.DEFAULT_RULES, "fsdp": axes_lib.FSDP_RULES}
-# (skip_batches, shard_index, num_shards) -> host-local batches
-BatchSource = Callable[[int, int, int], Iterator[Mapping[str, np.ndarray]]]
 StepCallback = Callable[[int, Mapping[str, float]], None]
 
 
@@ -108,32 +112,6 @@ def check_mesh(mesh, batch_size: int, num_microbatches: int) -> None:
     if batch_size % jax.process_count():
         raise ConfigError(f"BATCH_SIZE={batch_size} is not divisible by the "
                           f"{jax.process_count()} hosts.")
-
-
-def pipeline_source(mixture_or_task_name: str, split: str, task_feature_lengths: Mapping,
-                    batch_size: int, *, pack: bool, seed: int, data_dir: Optional[str],
-                    vocab_path: Optional[str]) -> BatchSource:
-    """The real input: registry tasks/mixtures → packed features (t0_jax.data.pipeline).
-
-    Imported lazily: t0_jax.data is the only TensorFlow importer and train/ must import
-    without it. Registration happens here so an unknown name fails before any compute.
-    """
-    from t0_jax.data import pipeline, registry, sources  # noqa: PLC0415 - TF boundary
-
-    if data_dir:
-        sources.set_data_dir(data_dir)
-    registry.register_all(vocab_path=vocab_path)
-    from t0_jax.data import mixtures  # noqa: PLC0415,F401 - importing registers the T0 mixtures
-
-    def source(skip: int, shard_index: int, num_shards: int):
-        return pipeline.train_batches(mixture_or_task_name, split, dict(task_feature_lengths),
-                                      batch_size, pack=pack, seed=seed, shard_index=shard_index,
-                                      num_shards=num_shards, skip_batches=skip)
-    try:  # open once now (names and shapes checked), reopen at the resume position later
-        source(0, 0, jax.process_count())
-    except (ValueError, KeyError) as e:
-        raise ConfigError(f"MIXTURE_OR_TASK_NAME={mixture_or_task_name!r}: {e}") from e
-    return source
 
 
 def _load_initial(path: str, model: EncoderDecoderModel, optimizer, layout,
@@ -232,10 +210,10 @@ def _log_interval(writer, progress, window: _Window, step: int, *, step_flops: f
     return scalars
 
 
-def train(*, model_dir: str, mixture_or_task_name: str, train_steps: int,
-          task_feature_lengths: Mapping[str, int], batch_size: int, model_config: T5Config,
-          initial_checkpoint_path: Optional[str] = None, data_dir: Optional[str] = None,
-          vocab_path: Optional[str] = None, split: str = "train", pack: bool = True,
+def train(*, model_dir: str, train_steps: int, task_feature_lengths: Mapping[str, int],
+          batch_size: int, model_config: T5Config,
+          batch_source: Union[BatchSource, BatchFunction, None] = None,
+          initial_checkpoint_path: Optional[str] = None, vocab_path: Optional[str] = None,
           seed: int = 0, num_partitions: int = 1, partition_rules: str = "default",
           learning_rate: float = 1e-3, lr_schedule: str = "constant", warmup_steps: int = 10_000,
           optimizer_continuity: str = "reset", z_loss: float = 1e-4,
@@ -244,14 +222,14 @@ def train(*, model_dir: str, mixture_or_task_name: str, train_steps: int,
           async_checkpointing: bool = True, log_period: int = 100,
           peak_flops_per_device: Optional[float] = None,
           device_memory_bytes: Optional[int] = None, progress_bar: bool = True,
-          config_text: str = "", batch_source: Optional[BatchSource] = None,
-          step_callback: Optional[StepCallback] = None,
+          config_text: str = "", step_callback: Optional[StepCallback] = None,
           dry_run: bool = False) -> Optional[TrainResult]:
     """Train (or fine-tune) until the absolute step `train_steps`; rerun to resume.
 
     `train_steps` is absolute: with `optimizer_continuity="restore"` from a checkpoint at step
-    1,100,000, 12,200 fine-tuning steps end at 1,112,200. `batch_source` replaces the seqio
-    pipeline (tests, notebooks): `(skip_batches, shard_index, num_shards) -> iterator`.
+    1,100,000, 12,200 fine-tuning steps end at 1,112,200. `batch_source`: a BatchSource
+    (input_source.py; t0_jax.bin.train_data builds the seqio one) or a plain
+    `(skip_batches, shard_index, num_shards) -> iterator` (resumed by replay).
     `step_callback(step, metrics)` runs after every step on every host. `dry_run` stops after
     the checks that need no data and no compute (arguments, mesh, layout, memory) and returns
     None.
@@ -277,9 +255,9 @@ def train(*, model_dir: str, mixture_or_task_name: str, train_steps: int,
     if dry_run:
         return None
     if batch_source is None:
-        batch_source = pipeline_source(mixture_or_task_name, split, task_feature_lengths,
-                                       batch_size, pack=pack, seed=seed, data_dir=data_dir,
-                                       vocab_path=vocab_path)
+        raise ConfigError("train() needs a batch_source (t0_jax.bin.train_data.train builds "
+                          "one from MIXTURE_OR_TASK_NAME).")
+    batch_source = as_batch_source(batch_source)
     root = pathlib.Path(model_dir).absolute()
     root.mkdir(parents=True, exist_ok=True)
     host0 = jax.process_index() == 0
@@ -287,11 +265,10 @@ def train(*, model_dir: str, mixture_or_task_name: str, train_steps: int,
         (root / "config.gin").write_text(config_text, encoding="utf-8")
     ckpt = checkpoints.Checkpointer(root, keep=keep_checkpoints, async_save=async_checkpointing)
     try:
-        state, batches_consumed = _start_state(ckpt, program,
-                                               initial_checkpoint_path, optimizer_continuity,
-                                               seed, train_steps)
+        state, batches_consumed, resumed = _start_state(
+            ckpt, program, initial_checkpoint_path, optimizer_continuity, seed, train_steps)
         return _loop(state, batches_consumed, ckpt=ckpt, program=program,
-                     batch_source=batch_source, root=root,
+                     batch_source=batch_source, resumed=resumed, root=root,
                      train_steps=train_steps, seed=seed, z_loss=z_loss,
                      loss_normalizing_factor=loss_normalizing_factor,
                      num_microbatches=num_microbatches, checkpoint_period=checkpoint_period,
@@ -343,14 +320,15 @@ def _program(*key) -> _Program:
 
 def _start_state(ckpt, program: "_Program", initial_checkpoint_path, continuity, seed,
                  train_steps):
-    """Newest finalized checkpoint in MODEL_DIR, else the initial checkpoint, else random."""
+    """Newest finalized checkpoint in MODEL_DIR, else the initial checkpoint, else random;
+    returns (state, batches consumed, whether MODEL_DIR's checkpoint was restored)."""
     model, optimizer, layout = program.model, program.optimizer, program.layout
     latest = ckpt.latest_step()
     if latest is not None:
         state, meta = ckpt.restore(latest, abstract_with_shardings(layout))
         log.info("resuming from %s (%d batches consumed)",
                  checkpoints.step_directory(ckpt.directory, latest), meta["batches_consumed"])
-        return state, int(meta["batches_consumed"])
+        return state, int(meta["batches_consumed"]), True
     if initial_checkpoint_path:
         state, start = _load_initial(initial_checkpoint_path, model, optimizer, layout,
                                      continuity)
@@ -359,13 +337,13 @@ def _start_state(ckpt, program: "_Program", initial_checkpoint_path, continuity,
                 f"TRAIN_STEPS={train_steps} is an absolute step, but the initial checkpoint is "
                 f"already at step {start} (OPTIMIZER_CONTINUITY='restore'); set TRAIN_STEPS to "
                 f"{start} + the number of fine-tuning steps (T0: 1100000 + 12200 = 1112200).")
-        return state, 0
-    return program.init_fn(jax.random.PRNGKey(seed)), 0
+        return state, 0, False
+    return program.init_fn(jax.random.PRNGKey(seed)), 0, False
 
 
 def _loop(state: TrainState, batches_consumed: int, *, ckpt, program: "_Program",
-          batch_source: BatchSource, root: pathlib.Path, train_steps: int, seed: int,
-          z_loss: float, loss_normalizing_factor, num_microbatches: int,
+          batch_source: BatchSource, resumed: bool, root: pathlib.Path, train_steps: int,
+          seed: int, z_loss: float, loss_normalizing_factor, num_microbatches: int,
           checkpoint_period: int, log_period: int, config_text: str, vocab: Optional[str],
           step_flops: float, peak_flops: Optional[float], progress_bar: bool,
           step_callback: Optional[StepCallback]) -> TrainResult:
@@ -375,16 +353,15 @@ def _loop(state: TrainState, batches_consumed: int, *, ckpt, program: "_Program"
         log.info("step %d already reached TRAIN_STEPS=%d; nothing to do", step, train_steps)
         return TrainResult(state, step, batches_consumed, {}, str(root))
     jitted = program.step_fn(seed, z_loss, loss_normalizing_factor, num_microbatches)
-    shard_index, num_shards = mesh_lib.data_shard_info(layout.mesh)
-    host_batches = batch_source(batches_consumed, shard_index, num_shards)
-    batches = host_arrays.prefetch_to_device(host_batches, layout.mesh)
+    feed, _ = input_feed.open_feed(batch_source, layout.mesh, model_dir=root, step=step,
+                                   batches_consumed=batches_consumed, resumed=resumed)
     writer = metrics_lib.MetricsWriter(root, enabled=jax.process_index() == 0)
     progress = Progress(train_steps, step, enabled=progress_bar)
     window, scalars = _Window(), {}
     save_kwargs = dict(config=model.config, vocab=vocab, gin_config=config_text)
     try:
         while step < train_steps:
-            batch = next(batches, None)
+            batch = feed.next()
             if batch is None:
                 raise RuntimeError(f"the input pipeline ended after {batches_consumed} batches, "
                                    f"before TRAIN_STEPS={train_steps}; use a repeating source.")
@@ -399,13 +376,23 @@ def _loop(state: TrainState, batches_consumed: int, *, ckpt, program: "_Program"
                                         peak_flops=peak_flops)
                 window = _Window()
             if step % checkpoint_period == 0 or step == train_steps:
-                _params_finite_or_raise(state, step, ckpt, root)
-                ckpt.save(state, batches_consumed=batches_consumed, **save_kwargs)
+                save_checkpoint(state, step, batches_consumed, ckpt=ckpt, feed=feed,
+                                **save_kwargs)
             progress.update(1, scalars)
             if step_callback is not None:
                 step_callback(step, values)
     finally:
-        batches.close()
+        feed.close()
         writer.close()
         progress.close()
     return TrainResult(state, step, batches_consumed, scalars, str(root))
+
+
+def save_checkpoint(state: TrainState, step: int, batches_consumed: int, *, ckpt, feed,
+                    config, vocab: Optional[str], gin_config: str) -> None:
+    """Checks the parameters, writes every host's input position, then starts the (async)
+    Orbax save of `state`: a step Orbax finalizes always has its input state on disk."""
+    _params_finite_or_raise(state, step, ckpt, ckpt.directory)
+    feed.save(ckpt.directory, step, batches_consumed)
+    ckpt.save(state, batches_consumed=batches_consumed, config=config, vocab=vocab,
+              gin_config=gin_config)

@@ -39,3 +39,45 @@ class Source:
                 yield synthetic_batch(k, rows)
                 k += 1
         return gen()
+
+
+class StatefulSource(Source):
+    """A BatchSource (open/save_state/restore_state) whose saved state is its position, as a
+    tf.data iterator checkpoint is; records every batch index it produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.produced = []
+        self.restored = []      # positions open() continued from a restored state
+        self._position = 0
+        self._pending_restore = None
+
+    def open(self, batches_consumed, shard_index, num_shards):
+        self.opened_at.append(batches_consumed)
+        if self._pending_restore is not None:
+            assert self._pending_restore == batches_consumed
+            self.restored.append(batches_consumed)
+            self._pending_restore = None
+        self._position = batches_consumed
+        rows = BATCH // num_shards
+
+        def gen():
+            while True:
+                k = self._position
+                self.produced.append(k)
+                self._position += 1
+                yield synthetic_batch(k, rows)
+        return gen()
+
+    def save_state(self, directory, step):
+        with open(f"{directory}/position.txt", "w") as f:
+            f.write(str(self._position))
+        return True
+
+    def restore_state(self, directory, step):
+        try:
+            with open(f"{directory}/position.txt") as f:
+                self._pending_restore = int(f.read())
+        except OSError:
+            return False
+        return True

@@ -18,7 +18,7 @@ def _same_batch_source(skip, shard_index, num_shards):
 
 
 def _run(model_dir, train_steps, config, **overrides):
-    kwargs = dict(model_dir=str(model_dir), mixture_or_task_name="synthetic",
+    kwargs = dict(model_dir=str(model_dir),
                   train_steps=train_steps, task_feature_lengths=LENGTHS, batch_size=BATCH,
                   model_config=config, num_partitions=4, checkpoint_period=2, log_period=1,
                   progress_bar=False, batch_source=_same_batch_source)

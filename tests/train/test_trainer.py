@@ -17,13 +17,13 @@ from t0_jax.parallel import host_arrays, mesh as mesh_lib
 from t0_jax.parallel.sharding import DoesNotFitError
 from t0_jax.train import checkpoints, steps, trainer
 from t0_jax.train.state import init_state, make_optimizer, state_layout
-from tests.train.batches import BATCH, LENGTHS, VOCAB, Source, synthetic_batch
+from tests.train.batches import BATCH, LENGTHS, VOCAB, Source, StatefulSource, synthetic_batch
 
 CONFIG = get_config("tiny", vocab_size=VOCAB, dtype="float32", dropout_rate=0.1)
 
 
 def _run(model_dir, train_steps, source=None, **overrides):
-    kwargs = dict(model_dir=str(model_dir), mixture_or_task_name="synthetic",
+    kwargs = dict(model_dir=str(model_dir),
                   train_steps=train_steps, task_feature_lengths=LENGTHS, batch_size=BATCH,
                   model_config=CONFIG, num_partitions=4, checkpoint_period=2, log_period=2,
                   progress_bar=False, batch_source=source or Source())
@@ -79,17 +79,18 @@ def test_microbatched_gradients_equal_full_batch():
     np.testing.assert_allclose(mfull["loss"], mmicro["loss"], rtol=1e-5)
 
 
+def _kill_after_5(step, _):
+    if step == 5:
+        raise KeyboardInterrupt("simulated kill")
+
+
 def test_kill_and_resume_is_bitwise_equal(tmp_path):
     """Stopped after step 5 (checkpoint at 4, step 5 lost), rerun → same params as 6 straight."""
     straight = _run(tmp_path / "straight", 6)
 
-    def kill_after_5(step, _):
-        if step == 5:
-            raise KeyboardInterrupt("simulated kill")
-
     killed_source = Source()
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path / "killed", 6, killed_source, step_callback=kill_after_5)
+        _run(tmp_path / "killed", 6, killed_source, step_callback=_kill_after_5)
     ckpt = checkpoints.Checkpointer(tmp_path / "killed")
     assert ckpt.all_steps() == [2, 4]
     ckpt.close()
@@ -121,6 +122,38 @@ def test_kill_and_resume_is_bitwise_equal(tmp_path):
     assert [x["step"] for x in lines] == [2, 4, 6]
     assert all(np.isfinite(x["loss"]) and 0 < x["accuracy"] <= 1 for x in lines)
     assert list((tmp_path / "straight" / "train").glob("events.out.tfevents.*"))
+
+
+def _assert_same_params(a, b):
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(jax.device_get(a))[0],
+                            jax.tree.leaves(jax.device_get(b))):
+        assert np.array_equal(x, y), f"{jax.tree_util.keystr(path)} differs after resume"
+
+
+def test_resume_restores_the_input_state_without_replay(tmp_path):
+    """A source that saves its state: the rerun continues it (plus the batches the prefetch
+    had read ahead, saved beside the checkpoint) and never rebuilds a consumed batch."""
+    straight = _run(tmp_path / "straight", 6, StatefulSource())
+
+    killed = StatefulSource()
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "killed", 6, killed, step_callback=_kill_after_5)
+    state_dir = checkpoints.input_state_directory(tmp_path / "killed", 4)
+    position = json.loads((state_dir / "position.json").read_text())
+    assert position["batches_consumed"] == 4
+    saved_at = int((state_dir / "position.txt").read_text())
+    assert saved_at == 4 + position["pending"]  # read ahead = pending, saved with it
+
+    resumed_source = StatefulSource()
+    resumed = _run(tmp_path / "killed", 6, resumed_source)
+    assert resumed_source.restored == [saved_at]
+    assert resumed_source.opened_at == [saved_at]
+    assert min(resumed_source.produced) == saved_at  # batches 0..saved_at-1: never rebuilt
+    assert resumed.step == 6 and resumed.batches_consumed == 6
+    _assert_same_params(straight.state.params, resumed.state.params)
+    # input states follow the checkpoints Orbax keeps
+    kept = sorted(int(p.name) for p in (tmp_path / "killed" / "input_state").iterdir())
+    assert kept == [2, 4, 6]
 
 
 class PoisonedSource(Source):
