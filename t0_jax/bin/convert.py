@@ -12,8 +12,9 @@
         any readable checkpoint (ours, a trainer step or run directory, T5X, HF) → a directory
         that transformers.T5ForConditionalGeneration.from_pretrained loads.
 
-Also runs as `python -m t0_jax.bin.convert`. Exit codes: 0 ok, 1 the checkpoint cannot be
-read or does not fit its config (the message lists every difference), 2 bad arguments.
+Also runs as `python -m t0_jax.bin.convert`. Exit codes: 0 ok, 2 the checkpoint cannot be read
+or does not fit its config (the message lists every difference), DST exists, or bad arguments:
+one message, no traceback (`--verbose` or T0_DEBUG=1 shows it; see t0_jax/bin/cli.py).
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ import shutil
 import sys
 from typing import Optional, Sequence
 
-EXIT_CHECKPOINT, EXIT_USAGE = 1, 2
+from t0_jax.bin import cli
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -130,17 +132,17 @@ def run(args) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from t0_jax.convert.layout import CheckpointFormatError, CheckpointMismatchError
+    return cli.run("t0-convert", _main, argv)
 
+
+def _main(argv: list) -> int:
     args = _parser().parse_args(argv)
     try:
         run(args)
-    except (CheckpointFormatError, CheckpointMismatchError, FileNotFoundError) as e:
-        print(f"t0-convert {args.command}: {e}", file=sys.stderr)
-        return EXIT_CHECKPOINT
-    except (ValueError, FileExistsError) as e:
-        print(f"t0-convert {args.command}: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    except ValueError as error:  # bad --preset/--config/--max_shard_size, wrong subcommand
+        if cli.user_message(error) is None:
+            raise cli.UserError(f"{args.command}: {error}") from error
+        raise
     return 0
 
 

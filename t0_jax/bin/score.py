@@ -17,15 +17,13 @@ Also runs as `python -m t0_jax.bin.score`; `main(argv)` is callable in-process.
 """
 from __future__ import annotations
 
-import logging
-import os
 import pathlib
 import sys
 from typing import Optional, Sequence, Union
 
 import gin
 
-from t0_jax.bin import gin_flags
+from t0_jax.bin import cli, gin_flags
 from t0_jax.scoring import runner
 from t0_jax.scoring.batching import BatchingOptions
 
@@ -83,6 +81,8 @@ def run_from_flags(argv: Sequence[str]) -> dict:
     """Parse flags and gin, run, save the operative config; returns the results dict."""
     gin.clear_config()
     cfg = parse_config(argv)
+    if _is_main_process():
+        cli.check_writable_dir(cfg.output_dir, "OUTPUT_DIR")  # before any scoring work
     results = runner.run(cfg)
     if _is_main_process():
         out = pathlib.Path(cfg.output_dir)
@@ -98,18 +98,11 @@ def _is_main_process() -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        results = run_from_flags(argv)
-    except UsageError as e:
-        print(e, file=sys.stderr)
-        return 2
+    return cli.run("t0-score", _main, argv, doc=__doc__)
+
+
+def _main(argv: list) -> int:
+    results = run_from_flags(argv)
     overall = results.get("overall") or {}
     if "best_step" in results:
         print(f"best step {results['best_step']}: {results['metric']} = {results['best_value']}")

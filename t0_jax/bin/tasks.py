@@ -9,8 +9,9 @@
         choices (JSON lines with --json); --vocab_path adds token counts (inputs without EOS,
         targets with EOS).
 
-Also runs as `python -m t0_jax.bin.tasks`. Exit codes: 0 ok, 1 missing data/vocabulary,
-2 unknown name or bad arguments (with the closest names).
+Also runs as `python -m t0_jax.bin.tasks`. Exit codes: 0 ok, 2 unknown name (with the closest
+names), missing data/vocabulary or bad arguments: one line, no traceback (`--verbose` or
+T0_DEBUG=1 shows it; see t0_jax/bin/cli.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-EXIT_DATA, EXIT_USAGE = 1, 2
+from t0_jax.bin import cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +54,7 @@ def _list(args) -> None:
             rates = mixtures.mixture_rates(name).values()
             total = _number(sum(rates)) if None not in rates else "(counted at read time)"
             print(f"{name:32s} {size:4d} tasks  total rate {total}")
+        _print_skipped()
         return
     rates = mixtures.mixture_rates(args.mixture, resolve=bool(args.data_dir))
     if args.json:
@@ -65,6 +67,15 @@ def _list(args) -> None:
     description = mixtures.rate_description(args.mixture)
     if description and not args.data_dir:
         print(f"rates: {description}; pass --data_dir to count them")
+
+
+def _print_skipped() -> None:
+    """Catalogue datasets registration skipped (no templates): said here, not on every run."""
+    from t0_jax.data import catalogue, registry
+
+    skipped = sorted(catalogue.display_name(*key) for key in registry.missing_templates())
+    if skipped:
+        print(f"skipped (no templates): {', '.join(skipped)}")
 
 
 def _number(rate) -> str:
@@ -110,24 +121,18 @@ def _as_text(record: dict, info, split: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code (tests call it in-process with `argv`)."""
-    args = _parser().parse_args(argv)
-    from t0_jax.data import registry, sources, templates, vocabularies
+    return cli.run("t0-tasks", _main, argv)
 
+
+def _main(argv: list) -> int:
+    args = _parser().parse_args(argv)
     try:
         _list(args) if args.command == "list" else _render(args)
-    except registry.UnknownNameError as error:
-        return _fail(error, EXIT_USAGE)
-    except (sources.DataNotFoundError, vocabularies.VocabularyNotFoundError,
-            templates.TemplateError) as error:  # data that does not fit its template included
-        return _fail(error, EXIT_DATA)
     except ValueError as error:  # e.g. a split the task does not have
-        return _fail(error, EXIT_USAGE)
+        if cli.user_message(error) is None:
+            raise cli.UserError(str(error)) from error
+        raise
     return 0
-
-
-def _fail(error: Exception, code: int) -> int:
-    print(f"t0-tasks: error: {error}", file=sys.stderr)
-    return code
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_list_eval_mixture_rates(capsys, shared_data_dir):
                               str(shared_data_dir))
     finally:
         sources.set_data_dir(None)
-    assert code == 1 and "no examples found for dataset" in err and out == ""
+    assert code == 2 and "no examples found for dataset" in err and out == ""
 
 
 def test_unknown_names_exit_2_with_suggestions(capsys):
@@ -86,7 +86,7 @@ def test_render_text_with_token_counts(capsys, shared_data_dir, spm_model_path):
 def test_render_missing_split_explains(capsys, tmp_path):
     code, out, err = _run(capsys, "render", "--task", "glue_mrpc_equivalent", "--split", "test",
                           "--data_dir", str(tmp_path))
-    assert code == 1 and "glue/mrpc/test.jsonl" in err and "Traceback" not in err
+    assert code == 2 and "glue/mrpc/test.jsonl" in err and "Traceback" not in err
     code, out, err = _run(capsys, "render", "--task", "glue_mrpc_equivalent", "--split", "dev",
                           "--data_dir", str(tmp_path))
     assert code == 2 and "has no split 'dev'" in err
