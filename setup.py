@@ -79,6 +79,7 @@ setup(
             "t0-train=t0_jax.bin.train:main",
             "t0-score=t0_jax.bin.score:main",
             "t0-convert=t0_jax.bin.convert:main",
+            "t0-cache=t0_jax.bin.cache:main",
         ]
     },
 )

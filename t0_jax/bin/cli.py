@@ -63,6 +63,8 @@ USER_ERRORS = (
     ("t0_jax.data.templates", "TemplateError"),
     ("t0_jax.data.vocabularies", "VocabularyNotFoundError"),
     ("t0_jax.data.catalogue", "CatalogueError"),
+    ("t0_jax.data.caches", "CacheError"),
+    ("t0_jax.data.caches", "CacheBuildError"),
     ("t0_jax.scoring.runner", "ScoringError"),
     ("t0_jax.scoring.runner", "ResultsWriteError"),
 )

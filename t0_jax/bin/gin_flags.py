@@ -1,7 +1,8 @@
 """T5X-style command lines shared by the gin mains (`t0-train`, `t0-score`).
 
 `--gin_file` (repeatable), `--gin_bindings='NAME = value'`, `--gin.NAME=value` (values that are
-not gin literals are taken as strings, so paths need no quotes), `--gin_search_paths=a,b`.
+not gin literals are taken as strings, so paths need no quotes), `--gin_search_paths=a,b`,
+`--seqio_additional_cache_dirs=a,b` (T5X's flag: binds `CACHE_DIRS = ['a', 'b']`).
 Files resolve against the given search paths, then the repository root and the shipped gin/.
 """
 from __future__ import annotations
@@ -15,7 +16,9 @@ import gin
 
 from t0_jax import resources
 
-_VALUED = ("--gin_file", "--gin_bindings", "--gin_search_paths")
+# T5X's flag for seqio cache dirs (t0-cache output, a P3 download): sets the gin macro CACHE_DIRS.
+CACHE_DIRS_FLAG = "--seqio_additional_cache_dirs"
+_VALUED = ("--gin_file", "--gin_bindings", "--gin_search_paths", CACHE_DIRS_FLAG)
 
 
 class UsageError(ValueError):
@@ -67,6 +70,8 @@ def parse_flags(argv: Sequence[str], usage: str, example_file: str,
             flags.gin_search_paths += [p for p in value.split(",") if p]
         elif name.startswith("--gin.") and eq:
             flags.gin_bindings.append(f"{name[len('--gin.'):]} = {gin_value(value)}")
+        elif name == CACHE_DIRS_FLAG and eq:
+            flags.gin_bindings.append(f"CACHE_DIRS = {[p for p in value.split(',') if p]!r}")
         elif name[2:] in switches and name.startswith("--") and not eq:
             flags.switches.add(name[2:])
         else:

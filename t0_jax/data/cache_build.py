@@ -103,7 +103,10 @@ def _preprocess_transform():
                 self.shards = [(i, f"{split}[{i}::{n}]") for i in range(n)]
 
         def _emit_examples(self, shard):
-            yield from super()._emit_examples(shard)
+            # numpy, not EagerTensors: Beam pickles every element at each Reshuffle, and
+            # pickling tensors costs more than rendering (seqio's writers accept both)
+            for example in super()._emit_examples(shard):
+                yield {key: value.numpy() for key, value in example.items()}
             dropped = registry.dropped_counts().get(self._base_name, {}).get(self._split)
             metrics.Metrics.counter(f"{self._task_name}_{self._split}", "dropped").inc(
                 int(dropped or 0))
@@ -144,55 +147,76 @@ def cache_tasks(names: Sequence[str], output_cache_dir: str, *, splits=None, dat
     files per split (seqio's --min_shards); `num_input_shards`: slices of each split rendered in
     parallel (default: the worker count, else 1). Returns the per-task figures.
     """
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from seqio import beam_utils
-
     start = time.perf_counter()
     if vocab_path is not None:
         registry.set_vocab_path(vocab_path)
     data_dir = sources.get_data_dir(data_dir)
     options = list(pipeline_options) if pipeline_options else default_pipeline_options()
-    workers = _num_workers(options)
-    num_input_shards = num_input_shards or max(1, workers)
-    tasks = caches.expand_tasks(caches.split_names(names))
+    num_input_shards = num_input_shards or max(1, _num_workers(options))
+    rows, pending = existing_outputs(caches.expand_tasks(caches.split_names(names)),
+                                     output_cache_dir, progress)
+    todo = {}  # task -> splits
+    for name in pending:
+        task_splits = _available_splits(name, caches.split_names(splits), data_dir, rows)
+        if task_splits:
+            todo[name] = task_splits
+    setup = _WorkerSetup(data_dir, registry.task_vocabulary().path, modules)
+    transform = _preprocess_transform()
+
+    def build(pipeline, tmp_root):
+        for name, task_splits in todo.items():
+            _add_task_steps(pipeline, transform, seqio.get_mixture_or_task(name), task_splits,
+                            caches.task_folder(tmp_root, name), setup, min_shards,
+                            num_input_shards)
+
+    rows += run_and_install(build, todo, output_cache_dir, options, progress)
+    return CacheReport(output_cache_dir, rows, time.perf_counter() - start, options)
+
+
+def existing_outputs(tasks: Sequence[str], output_cache_dir: str, progress) -> tuple:
+    """(table rows of tasks already COMPLETED there, the tasks still to write). A task folder
+    without COMPLETED is not ours to overwrite: an error says to delete it."""
     tf.io.gfile.makedirs(output_cache_dir)
-    rows: list = []
-    todo: dict = {}  # task -> splits
+    rows, pending = [], []
     for name in tasks:
         final = caches.task_folder(output_cache_dir, name)
         if caches.is_completed(final):
             rows += [CachedSplit(name, s, "cached", **caches.stats_figures(final, s))
                      for s in caches.cached_splits(final)]
             progress(f"skip {name}: already cached at {final}")
-            continue
-        if tf.io.gfile.exists(final):
+        elif tf.io.gfile.exists(final):
             raise caches.CacheError(f"{final} exists but has no {caches.COMPLETED} file (an "
                                     "interrupted seqio run?); t0-cache never overwrites it: "
                                     "delete that folder and rerun.")
-        task_splits = _available_splits(name, caches.split_names(splits), data_dir, rows)
-        if task_splits:
-            todo[name] = task_splits
-    if not todo:
-        return CacheReport(output_cache_dir, rows, time.perf_counter() - start, options)
+        else:
+            pending.append(name)
+    return rows, pending
 
+
+def run_and_install(build, todo: dict, output_cache_dir: str, options: Sequence[str],
+                    progress) -> list:
+    """Run the pipeline `build(pipeline, tmp_root)` makes, writing under a temporary folder,
+    then rename each task of `todo` ({task: splits}) into `output_cache_dir`. Returns rows."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if not todo:
+        return []
     tmp_root = os.path.join(output_cache_dir, f"{caches.TMP_PREFIX}{uuid.uuid4().hex[:8]}")
-    setup = _WorkerSetup(data_dir, registry.task_vocabulary().path, modules)
-    transform = _preprocess_transform()
     progress(f"caching {len(todo)} task(s), {sum(map(len, todo.values()))} split(s) with "
              f"{' '.join(options)}")
-    pipeline = beam.Pipeline(options=PipelineOptions(options))
-    for name, task_splits in todo.items():
-        _add_task_steps(pipeline, beam, beam_utils, transform, seqio.get_mixture_or_task(name),
-                        task_splits, caches.task_folder(tmp_root, name), setup, min_shards,
-                        num_input_shards)
     try:
+        pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
+        build(pipeline, tmp_root)
         result = pipeline.run()
         result.wait_until_finish()
     except Exception as error:  # noqa: BLE001  Beam wraps worker errors in many types
         _remove(tmp_root)
+        if isinstance(error, caches.CacheError):
+            raise
         raise caches.CacheBuildError(_failure_message(error, todo, output_cache_dir)) from error
     dropped = _dropped_counters(result)
+    rows = []
     for name, task_splits in todo.items():
         final = caches.task_folder(output_cache_dir, name)
         _move_into_place(caches.task_folder(tmp_root, name), final)
@@ -202,30 +226,48 @@ def cache_tasks(names: Sequence[str], output_cache_dir: str, *, splits=None, dat
             rows.append(row)
             progress(f"cached {name} {split}: {row.examples} examples -> {final}")
     _remove(tmp_root)
-    return CacheReport(output_cache_dir, rows, time.perf_counter() - start, options)
+    return rows
 
 
-def _add_task_steps(pipeline, beam, beam_utils, transform, task, task_splits, out_dir, setup,
-                    min_shards, num_input_shards) -> None:
+def _add_task_steps(pipeline, transform, task, task_splits, out_dir, setup, min_shards,
+                    num_input_shards) -> None:
     """cache_tasks_main.run_pipeline's steps for one task (seqio's transforms, our labels)."""
     completion = []
     for split in task_splits:
         label = f"{task.name}_{split}"
         pat = transform(task, split, num_input_shards, setup_fn=setup)
-        num_shards = max(len(pat.shards), min_shards)
-        examples = (pipeline | f"{label}_pat" >> pat
-                    | f"{label}_global_example_shuffle" >> beam.Reshuffle())
-        completion.append(examples | f"{label}_write_tfrecord" >> beam_utils.WriteExampleTfRecord(
-            seqio.get_cached_tfrecord_prefix(out_dir, split), num_shards=num_shards))
-        completion.append(examples | f"{label}_info" >> beam_utils.GetInfo(num_shards)
-                          | f"{label}_write_info" >> beam_utils.WriteJson(
-                              seqio.get_cached_info_path(out_dir, split)))
-        completion.append(examples | f"{label}_stats" >> beam_utils.GetStats(task.output_features)
-                          | f"{label}_write_stats" >> beam_utils.WriteJson(
-                              seqio.get_cached_stats_path(out_dir, split)))
-    _ = (completion | f"{task.name}_flatten_completion" >> beam.Flatten()
-         | f"{task.name}_discard" >> beam.Filter(lambda _: False)
-         | f"{task.name}_write_completed" >> beam.io.textio.WriteToText(
+        examples = pipeline | f"{label}_pat" >> pat
+        completion += add_write_steps(examples, label, out_dir, split,
+                                      max(len(pat.shards), min_shards), task.output_features)
+    add_completed_step(completion, task.name, out_dir)
+
+
+def add_write_steps(examples, label: str, out_dir: str, split: str, num_shards: int,
+                    output_features) -> list:
+    """Reshuffle (templates of one dataset must not share an order), then seqio's TFRecord,
+    info and stats writers for one split; returns the PCollections COMPLETED waits for."""
+    import apache_beam as beam
+    from seqio import beam_utils
+
+    examples = examples | f"{label}_global_example_shuffle" >> beam.Reshuffle()
+    return [
+        examples | f"{label}_write_tfrecord" >> beam_utils.WriteExampleTfRecord(
+            seqio.get_cached_tfrecord_prefix(out_dir, split), num_shards=num_shards),
+        examples | f"{label}_info" >> beam_utils.GetInfo(num_shards)
+        | f"{label}_write_info" >> beam_utils.WriteJson(seqio.get_cached_info_path(out_dir, split)),
+        examples | f"{label}_stats" >> beam_utils.GetStats(output_features)
+        | f"{label}_write_stats" >> beam_utils.WriteJson(
+            seqio.get_cached_stats_path(out_dir, split)),
+    ]
+
+
+def add_completed_step(completion: list, name: str, out_dir: str) -> None:
+    """COMPLETED is written once every split of the task is written (as seqio does)."""
+    import apache_beam as beam
+
+    _ = (completion | f"{name}_flatten_completion" >> beam.Flatten()
+         | f"{name}_discard" >> beam.Filter(lambda _: False)
+         | f"{name}_write_completed" >> beam.io.textio.WriteToText(
              os.path.join(out_dir, caches.COMPLETED), append_trailing_newlines=False,
              num_shards=1, shard_name_template=""))
 

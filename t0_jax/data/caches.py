@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import seqio
 import tensorflow as tf
@@ -136,14 +136,20 @@ def use_cache_dirs(dirs) -> list:
 
 
 def _unknown_folders_message(cache_dir: str, unknown: list, known) -> str:
-    shown = []
-    for name in sorted(unknown)[:5]:
+    return (f"{cache_dir} holds folders that are not our task names: "
+            f"{describe_unknown(unknown, known)}. seqio reads <cache_dir>/<task_name>/: point at "
+            "the folder that holds the task folders (for P3: P3/data), or rename folders to the "
+            "names `t0-tasks list` shows.")
+
+
+def describe_unknown(unknown: Sequence[str], known, shown: int = 5) -> str:
+    """"'a' (closest: b, c); 'd' and N more": unknown names with the closest task names."""
+    parts = []
+    for name in sorted(unknown)[:shown]:
         close = registry.closest_names(name, known, n=3)
-        shown.append(f"'{name}'" + (f" (closest: {', '.join(close)})" if close else ""))
-    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-    return (f"{cache_dir} holds folders that are not our task names: {'; '.join(shown)}{more}. "
-            "seqio reads <cache_dir>/<task_name>/: point at the folder that holds the task "
-            "folders (for P3: P3/data), or rename folders to the names `t0-tasks list` shows.")
+        parts.append(f"'{name}'" + (f" (closest: {', '.join(close)})" if close else ""))
+    more = f" and {len(unknown) - shown} more" if len(unknown) > shown else ""
+    return "; ".join(parts) + more
 
 
 def check_cached(names, split: str) -> dict:
