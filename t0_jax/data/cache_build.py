@@ -169,7 +169,11 @@ def cache_tasks(names: Sequence[str], output_cache_dir: str, *, splits=None, dat
                             caches.task_folder(tmp_root, name), setup, min_shards,
                             num_input_shards)
 
-    rows += run_and_install(build, todo, output_cache_dir, options, progress)
+    previous = getattr(sources, "_data_dir", None)  # in-process runners run _WorkerSetup here
+    try:
+        rows += run_and_install(build, todo, output_cache_dir, options, progress)
+    finally:
+        sources.set_data_dir(previous)
     return CacheReport(output_cache_dir, rows, time.perf_counter() - start, options)
 
 
