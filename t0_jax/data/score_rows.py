@@ -12,7 +12,8 @@ row:
     is_correct      bool        whether this choice is a correct answer (False for plain tasks)
     weight          float
 
-Rows come in dataset order, so `max_examples` can stop reading early. Also here: the tasks
+Rows come in dataset order (a cache's in its shards' order: `_score_eval` rows carry their
+example index, so scores do not depend on it), and `max_examples` stops reading early. Also here: the tasks
 that names, mixtures and globs stand for (`expand_names`), each task's (dataset, subset,
 template) and metrics from its template metadata, and SentencePiece tokenisation for sources
 that are not seqio tasks (BIG-bench JSON).
@@ -130,6 +131,8 @@ def task_rows(name: str, split: str, data_dir=None, vocab_path=None,
     for i, ex in enumerate(dataset.as_numpy_iterator()):
         row = _row(ex, i)
         if max_examples is not None and row["example"] >= max_examples:
+            if use_cached:
+                continue  # a cache's shards are shuffled: the first N are anywhere
             break
         rows.append(row)
     return rows

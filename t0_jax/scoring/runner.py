@@ -181,23 +181,28 @@ def resolve_tasks(cfg: ScoreRun, vocab_path) -> list[_Task]:
     """Tasks of MIXTURE_OR_TASK_NAME (`split_names`): tasks, mixtures (their tasks), globs over
     registered names, BIG-bench paths; in the order given, each task once."""
     out: dict[str, _Task] = {}
+    registered: list[str] = []  # names from the task registry (the ones a cache can hold)
     for name in split_names(cfg.mixture_or_task_name):
-        for task in _tasks_of(name, cfg, vocab_path):
+        if bigbench.is_bigbench_path(name):
+            tasks = [_bigbench_task(task, file, vocab_path, cfg.max_examples)
+                     for task, file in bigbench.tasks(name).items()]
+        else:
+            tasks = _registry_tasks(name, cfg, vocab_path)
+            registered += [t.name for t in tasks]
+        for task in tasks:
             out.setdefault(task.name, task)
+    if cfg.use_cached_tasks and registered:
+        from t0_jax.data import score_rows  # noqa: PLC0415
+
+        score_rows.use_caches(registered, cfg.split, cfg.cache_dirs)
     return list(out.values())
 
 
-def _tasks_of(name: str, cfg: ScoreRun, vocab_path) -> list[_Task]:
-    if bigbench.is_bigbench_path(name):
-        return [_bigbench_task(task, file, vocab_path, cfg.max_examples)
-                for task, file in bigbench.tasks(name).items()]
+def _registry_tasks(name: str, cfg: ScoreRun, vocab_path) -> list[_Task]:
     from t0_jax.data import score_rows  # noqa: PLC0415 - TensorFlow lives behind this import
 
-    names = score_rows.expand_names([name], vocab_path)
-    if cfg.use_cached_tasks:
-        score_rows.use_caches(names, cfg.split, cfg.cache_dirs)
     out = []
-    for task in names:
+    for task in score_rows.expand_names([name], vocab_path):
         info = score_rows.task_info(task)
         load = (lambda n=task: score_rows.task_rows(n, cfg.split, cfg.data_dir, vocab_path,
                                                     cfg.max_examples, cfg.use_cached_tasks))
@@ -224,13 +229,14 @@ def _bigbench_task(name, file, vocab_path, max_examples) -> _Task:
 
 
 def score_checkpoint(cfg: ScoreRun, task_lists: Optional[dict] = None) -> dict:
-    """Score one checkpoint. `task_lists` {vocab path: tasks} is kept by the caller to reuse
+    """Score one checkpoint. `task_lists` {vocabulary: tasks} is kept by the caller to reuse
     rendered tasks across checkpoints (selection); tasks depend on the vocabulary only."""
     model, params, mesh, vocab, step = load_model(cfg)
     task_lists = {} if task_lists is None else task_lists
-    if vocab not in task_lists:
-        task_lists[vocab] = resolve_tasks(cfg, vocab)
-    tasks = task_lists[vocab]
+    key = _vocab_key(vocab)
+    if key not in task_lists:
+        task_lists[key] = resolve_tasks(cfg, vocab)
+    tasks = task_lists[key]
     fingerprint = {"checkpoint": os.path.abspath(cfg.checkpoint_path), "step": step,
                    "split": cfg.split, "max_examples": cfg.max_examples,
                    "length_normalized": cfg.length_normalized,
@@ -260,6 +266,17 @@ def score_checkpoint(cfg: ScoreRun, task_lists: Optional[dict] = None) -> dict:
             report.write_task(cfg.output_dir, task.name, records,
                               {"task": task.name, "fingerprint": fingerprint, "result": result})
     return _write_outputs(cfg, tasks, fingerprint, step)
+
+
+def _vocab_key(vocab_path) -> str:
+    """The vocabulary's identity: its file content (each step checkpoint keeps its own copy of
+    the same spiece.model), else the path as given (None, a gs:// default)."""
+    import hashlib  # noqa: PLC0415
+
+    path = pathlib.Path(str(vocab_path)) if vocab_path else None
+    if path is not None and path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return str(vocab_path)
 
 
 def _finished_tasks(output_dir, names, fingerprint) -> set:

@@ -91,13 +91,13 @@ class _SpyScorer(runner.Scorer):
         return out
 
 
-def _cli_scores(hf_dir, data_dir, out, names: str) -> dict:
+def _cli_scores(hf_dir, data_dir, out, names: str, *flags: str) -> dict:
     code = score.main([
         "--gin_file=gin/runs/score.gin", f"--gin.CHECKPOINT_PATH={hf_dir}",
         f"--gin.MIXTURE_OR_TASK_NAME={names}", f"--gin.OUTPUT_DIR={out}",
         f"--gin.DATA_DIR={data_dir}", "--gin.MAX_EXAMPLES=8",
         "--gin_bindings=score_run.progress = False",
-        "--gin_bindings=score_run.compilation_cache_dir = None"])
+        "--gin_bindings=score_run.compilation_cache_dir = None", *flags])
     assert code == 0
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     return {(r["task"], r["example"], r["choice"]): r["log_likelihood"] for r in rows}
@@ -131,3 +131,38 @@ def test_unknown_name_or_glob_names_close_tasks(hf_dir, tmp_path, capsys):
         with pytest.raises(KeyError, match="Did you mean: glue_mrpc_"):
             runner.run(runner.ScoreRun(str(hf_dir), names, str(tmp_path / "out"),
                                        compilation_cache_dir=None, progress=False))
+
+
+@pytest.fixture
+def mrpc_cache(tmp_path, spm_model_path, shared_data_dir):
+    """MRPC[0] cached by t0-cache's Beam pipeline (in memory); seqio's global cache state is
+    restored after the test."""
+    seqio = pytest.importorskip("seqio")
+    from t0_jax.data import cache_build, registry
+
+    previous_vocab = registry.task_vocabulary().path
+    previous_dirs = list(seqio.utils.get_global_cache_dirs())
+    out = str(tmp_path / "cache")
+    cache_build.cache_tasks([MRPC[0]], out, splits=["validation"], data_dir=str(shared_data_dir),
+                            vocab_path=spm_model_path, min_shards=2, progress=lambda line: None,
+                            pipeline_options=["--runner=DirectRunner", "--direct_num_workers=1",
+                                              "--direct_running_mode=in_memory"])
+    yield out
+    registry.set_vocab_path(previous_vocab)
+    seqio.utils.set_global_cache_dirs(previous_dirs)
+    seqio.get_mixture_or_task(MRPC[0])._cache_dir = None  # seqio remembers the dir it found
+
+
+def test_scoring_from_a_cache_equals_scoring_rendered_rows(hf_dir, shared_data_dir, mrpc_cache,
+                                                           tmp_path):
+    rendered = _cli_scores(hf_dir, shared_data_dir, tmp_path / "rendered", MRPC[0])
+    cached = _cli_scores(hf_dir, "/nonexistent/data", tmp_path / "cached", MRPC[0],
+                         "--gin.USE_CACHED_TASKS=True", f"--seqio_additional_cache_dirs={mrpc_cache}")
+    assert cached.keys() == rendered.keys()
+    np.testing.assert_allclose([cached[k] for k in rendered], list(rendered.values()),
+                               rtol=0, atol=1e-6)
+    # A task that is not in the cache: one message naming it and the folder searched.
+    assert score.main(["--gin_file=gin/runs/score.gin", f"--gin.CHECKPOINT_PATH={hf_dir}",
+                       f"--gin.MIXTURE_OR_TASK_NAME={MRPC[1]}", f"--gin.OUTPUT_DIR={tmp_path}/x",
+                       "--gin.USE_CACHED_TASKS=True",
+                       f"--seqio_additional_cache_dirs={mrpc_cache}"]) == 2

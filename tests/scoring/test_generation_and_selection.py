@@ -123,3 +123,34 @@ def test_greedy_decode_projects_cross_attention_kv_once_per_input():
     of_encoded = [loop for loop, shapes in dots if (b, li, emb) in shapes]
     assert of_encoded and not any(of_encoded)  # K/V projections exist, none inside the loop
     assert any(loop for loop, _ in dots)  # (the loop itself does run the decoder's matmuls)
+
+
+def test_selection_renders_each_task_once_and_compiles_each_shape_once(
+        hf_dir, shared_data_dir, tmp_path, monkeypatch):
+    """Two steps of a real task: its rows are rendered for the first step only, and the second
+    step runs the programs the first compiled (same shapes: no new compilation)."""
+    from t0_jax.data import score_rows
+    from t0_jax.scoring import scorer as scorer_module
+
+    loaded = auto.load_checkpoint(hf_dir)
+    run_dir = tmp_path / "run"
+    for step in (10, 20):
+        t0_format.save_checkpoint(run_dir / str(step), loaded.params, loaded.config,
+                                  loaded.vocab_path, step)
+    rendered, scorers = [], []
+    real_rows, real_scorer = score_rows.task_rows, runner.Scorer
+    monkeypatch.setattr(score_rows, "task_rows",
+                        lambda name, *a, **k: rendered.append(name) or real_rows(name, *a, **k))
+    monkeypatch.setattr(runner, "Scorer",
+                        lambda *a, **k: scorers.append(real_scorer(*a, **k)) or scorers[-1])
+    scorer_module.scoring_program.cache_clear()
+    report = runner.run(runner.ScoreRun(
+        str(run_dir), "glue_mrpc_equivalent_score_eval", str(tmp_path / "out"),
+        data_dir=str(shared_data_dir), max_examples=6, compilation_cache_dir=None,
+        progress=False))
+    assert rendered == ["glue_mrpc_equivalent_score_eval"]
+    first, second = scorers
+    assert first.shapes_seen == second.shapes_seen
+    assert second.num_compiled() == len(first.shapes_seen)
+    steps = report["steps"]
+    assert steps["10"]["mean_accuracy"] == steps["20"]["mean_accuracy"]  # same weights

@@ -111,3 +111,37 @@ def test_encode_once_equals_naive_and_single_rows(model_and_params):
         single = float(score_batch(params, batch)[0])
         assert ours[i] == pytest.approx(single, rel=1e-5, abs=1e-4)
     assert np.all(ours < 0) and len(scorer.shapes_seen) <= 2  # row counts bucket to 16, 32
+
+
+def test_scores_do_not_depend_on_the_batch_size(spm_model_path, shared_data_dir):
+    """Real MRPC prompts (2 templates): batch sizes 1, 7 and 64 (examples and choice rows per
+    batch) give the same predictions and log-likelihoods within 1e-5 in fp32, although the
+    padded lengths and the row padding of each row's batch differ between them."""
+    from t0_jax.data import score_rows
+
+    rows = [r | {"task": t} for t in ("glue_mrpc_equivalent_score_eval",
+                                      "glue_mrpc_paraphrase_score_eval")
+            for r in score_rows.task_rows(t, "validation", shared_data_dir, spm_model_path,
+                                          max_examples=6)]
+    model = EncoderDecoderModel(get_config("tiny", vocab_size=1024, dtype="float32"))
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) / np.sqrt(s.shape[0]))
+                          .astype(np.float32), model.abstract_params())
+    keys = [(r["task"], r["example"]) for r in rows]
+    scores, shapes = {}, {}
+    for size in (1, 7, 64):
+        scorer = Scorer(model, params, options=BatchingOptions(max_examples=size, max_rows=size))
+        scores[size] = scorer.score(keys, [r["inputs"] for r in rows],
+                                    [r["targets"] for r in rows])
+        shapes[size] = scorer.shapes_seen
+
+    def predictions(values):
+        best = {}
+        for key, row, value in zip(keys, rows, values):
+            best[key] = max(best.get(key, (-np.inf, -1)), (value, row["choice"]))
+        return {k: choice for k, (_, choice) in best.items()}
+
+    assert len(set(map(frozenset, shapes.values()))) == 3  # the three runs padded differently
+    for size in (7, 64):
+        np.testing.assert_allclose(scores[size], scores[1], rtol=0, atol=1e-5)
+        assert predictions(scores[size]) == predictions(scores[1])
