@@ -70,10 +70,13 @@ def default_pipeline_options(num_workers: Optional[int] = None) -> list:
 
 class _WorkerSetup:
     """Runs in every Beam worker before a task is loaded: the same data dir and vocabulary
-    as the launching process, and the user's modules that register extra tasks."""
+    as the launching process, and the user's modules that register extra tasks. A worker
+    process renders in-process: Beam's workers are the parallelism (a render pool in each of
+    them would oversubscribe the cores)."""
 
     def __init__(self, data_dir, vocab_path, modules: Sequence[str] = ()):
         self.data_dir, self.vocab_path, self.modules = data_dir, vocab_path, tuple(modules)
+        self.launcher_pid = os.getpid()
 
     def __call__(self):
         import importlib
@@ -83,6 +86,13 @@ class _WorkerSetup:
         if self.data_dir:
             task_sources.set_data_dir(self.data_dir)
         task_registry.set_vocab_path(self.vocab_path)
+        if os.getpid() != self.launcher_pid:
+            try:
+                from t0_jax.data import render_pool
+            except ImportError:  # a tree without worker-process rendering
+                render_pool = None
+            if render_pool is not None:
+                render_pool.set_render_workers(1)
         for module in self.modules:
             importlib.import_module(module)
 
