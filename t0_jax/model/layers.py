@@ -128,7 +128,13 @@ def relative_position_bucket(relative_position: jax.Array, bidirectional: bool,
 
 
 class RelativePositionBias(nn.Module):
-    """Per-head scalar bias by relative-position bucket; one table per stack, shared by layers."""
+    """Per-head scalar bias by relative-position bucket; one table per stack, shared by layers.
+
+    The bias depends only on (key index - query index), so it is built ONCE per stack as
+    [1, heads, q, k] for the whole batch, as T5X does. Packed rows need nothing more: seqio
+    positions restart at 0 in every segment and run contiguously, so inside a segment the
+    index difference IS the position difference, and pairs across segments are masked.
+    """
 
     num_heads: int
     num_buckets: int = 32
@@ -137,23 +143,23 @@ class RelativePositionBias(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
-        """Positions [b, q] and [b, k] (b may be 1) -> fp32 bias [b, heads, q, k]."""
+    def __call__(self, query_index: jax.Array, key_index: jax.Array) -> jax.Array:
+        """Indices [q] and [k] (int, shared by every row) -> fp32 bias [1, heads, q, k]."""
         table = param(self, "rel_embedding",
                       nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
                       (self.num_heads, self.num_buckets), self.param_dtype,
                       ("heads", "relpos_buckets"))
-        relative = key_positions[:, None, :] - query_positions[:, :, None]  # [b, q, k]
+        relative = key_index[None, :] - query_index[:, None]  # [q, k]
         buckets = relative_position_bucket(relative, self.bidirectional, self.num_buckets,
                                            self.max_distance)
-        bias = jnp.take(jnp.asarray(table, jnp.float32), buckets, axis=1)  # [h, b, q, k]
-        return jnp.transpose(bias, (1, 0, 2, 3))
+        bias = jnp.take(jnp.asarray(table, jnp.float32), buckets, axis=1)  # [h, q, k]
+        return bias[None]
 
 
 class Attention(nn.Module):
     """Multi-head dot-product attention without output scaling (T5).
 
-    `bias` [b|1, heads, q, k] (fp32) is the relative position bias and `mask` [b|1, 1, q, k]
+    `bias` [1, heads, q, k] (fp32) is the relative position bias and `mask` [b|1, 1, q, k]
     (bool) says which keys each query may see; they stay separate so that the stack keeps one
     [1, h, q, k] bias plus a [b, 1, q, k] bool mask alive, not a [b, h, q, k] fp32 array. When
     `decode` is set, this is one step of autoregressive decoding: keys/values of the new

@@ -60,8 +60,8 @@ def _jit_method(*static_argnames: str):
 Params = dict[str, Any]
 Batch = Mapping[str, Any]
 
-_OPTIONAL = ("encoder_segment_ids", "encoder_positions", "decoder_target_tokens",
-             "decoder_segment_ids", "decoder_positions")
+# No `*_positions`: the relative-position bias comes from index differences (network.py).
+_OPTIONAL = ("encoder_segment_ids", "decoder_target_tokens", "decoder_segment_ids")
 _REQUIRED = ("encoder_input_tokens", "decoder_input_tokens")
 
 
@@ -144,10 +144,10 @@ class EncoderDecoderModel:
         targets = jnp.asarray(batch["decoder_target_tokens"])
         weights = batch.get("decoder_loss_weights")
         weights = (targets > 0) if weights is None else jnp.asarray(weights)
-        total, total_z, weight_sum = losses.cross_entropy_with_z_loss(logits, targets, weights,
-                                                                      z_loss)
+        total, total_z, weight_sum, correct = losses.cross_entropy_with_z_loss(
+            logits, targets, weights, z_loss)
         aux = {"cross_entropy": total - total_z, "z_loss": total_z, "weight_sum": weight_sum,
-               "correct": losses.correct_predictions(logits, targets, weights)}
+               "correct": correct}
         loss = total if loss_normalizing_factor is None else total / loss_normalizing_factor
         return loss, aux
 
@@ -164,12 +164,10 @@ class EncoderDecoderModel:
         return jnp.sum(losses.token_log_probs(logits, targets) * weights, axis=-1)
 
     @_jit_method()
-    def encode(self, params: Params, encoder_input_tokens, encoder_segment_ids=None,
-               encoder_positions=None) -> jax.Array:
+    def encode(self, params: Params, encoder_input_tokens, encoder_segment_ids=None) -> jax.Array:
         """Encoder output [b, Li, emb] as fp32 (after the final norm)."""
         encoded = self._eval.apply({"params": params}, jnp.asarray(encoder_input_tokens),
-                                   encoder_segment_ids, encoder_positions,
-                                   method=Transformer.encode)
+                                   encoder_segment_ids, method=Transformer.encode)
         return encoded.astype(jnp.float32)
 
     @_jit_method()

@@ -20,16 +20,17 @@ Parameter tree (unscanned), exactly T5X's:
 Scanned form (`config.scan_layers=True`): the per-layer subtrees `encoder/layers_{i}/...` are
 replaced by ONE subtree `encoder/layers/...` whose arrays carry a leading layer dimension
 (logical axis "layers"), e.g. `encoder/layers/attention/query/kernel` [layers, embed,
-joined_kv]; likewise `decoder/layers/...`. `t0_jax.model.scan.scan_params/unscan_params`
+joined_kv]; likewise `decoder/layers/...`. `t0_jax.model.stacking.scan_params/unscan_params`
 convert between the forms.
 
 Masks: encoder self-attention allows same segment & both tokens non-pad; decoder
 self-attention is causal & same segment & non-pad targets; cross-attention same segment &
-non-pad. Relative positions come from `*_positions` when given (packed rows), else 0..L-1.
-Masks (bool [b, 1, q, k]) and the relative-position bias (fp32 [b|1, h, q, k]) are built once
-per stack and shared by its layers. Because seqio positions restart at 0 in every segment and
-cross-segment pairs are masked, packed rows give the same result WITHOUT `*_positions`; leaving
-them out keeps the bias at [1, h, q, k] instead of [b, h, q, k] (less memory in training).
+non-pad. Masks (bool [b, 1, q, k]) and the relative-position bias (fp32 [1, h, q, k]) are
+built once per stack and shared by its layers (and by every scan/remat iteration). The bias
+comes from index differences (k - q), never from the `*_positions` features: seqio positions
+restart at 0 in every packed segment and run contiguously, so inside a segment the index
+difference equals the position difference, and cross-segment pairs are masked (T5X does the
+same). Packed and unpacked batches therefore share one [1, h, q, k] bias, never [b, h, q, k].
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ class EncoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, mask: jax.Array):
-        """x [b, l, e]; relpos bias [b|1, h, l, l] fp32; mask [b, 1, l, l] bool."""
+        """x [b, l, e]; relpos bias [1, h, l, l] fp32; mask [b, 1, l, l] bool."""
         cfg = self.config
         kw = dict(dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype)
         drop = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(  # noqa: E731
@@ -122,7 +123,7 @@ class DecoderLayer(nn.Module):
     def __call__(self, x, encoded, self_bias, self_mask, cross_mask, decode_index,
                  encoder_index=None):
         """x [b, q, e], encoded [b, k, e] (or [E, k, e] with encoder_index [b] naming each
-        row's encoder row), self_bias [b|1, h, q, q|L] fp32, self_mask [b|1, 1, q, q|L] and
+        row's encoder row), self_bias [1, h, q, q|L] fp32, self_mask [b|1, 1, q, q|L] and
         cross_mask [b, 1, q, k] bool."""
         cfg = self.config
         kw = dict(dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype)
@@ -142,13 +143,6 @@ class DecoderLayer(nn.Module):
         y = GatedGeluMlp(cfg.mlp_dim, cfg.dropout_rate, self.deterministic, name="mlp", **kw)(y)
         x = constrain(x + drop(y), ACT)
         return (x, None) if self.scanned else x
-
-
-def _positions(positions: jax.Array | None, length: int) -> jax.Array:
-    """[b, l] positions, or [1, l] = 0..l-1 (shared by the batch) when not packed."""
-    if positions is None:
-        return jnp.arange(length, dtype=jnp.int32)[None, :]
-    return positions.astype(jnp.int32)
 
 
 def _same_segment(q_segments, k_segments):
@@ -173,15 +167,15 @@ class Encoder(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, tokens, segment_ids=None, positions=None):  # [b, l] -> [b, l, e]
+    def __call__(self, tokens, segment_ids=None):  # [b, l] -> [b, l, e]
         cfg = self.config
         relpos = RelativePositionBias(cfg.num_heads, cfg.relative_attention_num_buckets,
                                       cfg.relative_attention_max_distance, bidirectional=True,
                                       param_dtype=cfg.parameter_dtype, name="relpos_bias")
         valid = tokens > 0
         mask = _pair_mask(valid, valid, _same_segment(segment_ids, segment_ids))
-        pos = _positions(positions, tokens.shape[1])
-        bias = relpos(pos, pos)  # [b|1, h, l, l] fp32, once per stack
+        index = jnp.arange(tokens.shape[1], dtype=jnp.int32)  # [l]
+        bias = relpos(index, index)  # [1, h, l, l] fp32, once per stack
 
         x = self.shared_embedding(tokens)
         x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, self.deterministic)
@@ -208,7 +202,7 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, encoded, encoder_tokens, input_tokens, target_tokens=None,
-                 encoder_segment_ids=None, segment_ids=None, positions=None, decode_index=None,
+                 encoder_segment_ids=None, segment_ids=None, decode_index=None,
                  encoder_index=None):
         """encoded [b, k, e], input_tokens [b, q] -> fp32 logits [b, q, vocab].
 
@@ -229,8 +223,8 @@ class Decoder(nn.Module):
             causal = (jnp.arange(q)[:, None] >= jnp.arange(q)[None, :])[None, None]
             self_mask = _pair_mask(q_valid, q_valid, causal,
                                    _same_segment(segment_ids, segment_ids))  # [b, 1, q, q]
-            pos = _positions(positions, q)
-            self_bias = relpos(pos, pos)  # [b|1, h, q, q]
+            index = jnp.arange(q, dtype=jnp.int32)  # [q]
+            self_bias = relpos(index, index)  # [1, h, q, q]
         if encoder_index is not None:
             encoder_index = encoder_index.astype(jnp.int32)
             encoder_tokens = jnp.take(encoder_tokens, encoder_index, axis=0)  # [b, k]
@@ -263,9 +257,9 @@ class Decoder(nn.Module):
         all L cache slots (only the slots written so far are visible)."""
         if self.max_decode_length <= 0:
             raise ValueError("Decoder(decode=True) needs max_decode_length > 0 (cache length)")
-        keys = jnp.arange(self.max_decode_length, dtype=jnp.int32)[None, :]  # [1, L]
-        query = jnp.reshape(decode_index, (1, 1)).astype(jnp.int32)  # [1, 1]
-        allowed = (keys <= query)[:, None, None, :]  # [1, 1, 1, L]
+        keys = jnp.arange(self.max_decode_length, dtype=jnp.int32)  # [L]
+        query = jnp.reshape(decode_index, (1,)).astype(jnp.int32)  # [1]
+        allowed = (keys <= query)[None, None, None, :]  # [1, 1, 1, L]
         return relpos(query, keys), allowed
 
 
@@ -285,22 +279,19 @@ class Transformer(nn.Module):
         self.decoder = Decoder(cfg, self.token_embedder, self.deterministic, self.decode,
                                max_decode_length=self.max_decode_length)
 
-    def encode(self, tokens, segment_ids=None, positions=None):
-        return self.encoder(tokens, segment_ids, positions)
+    def encode(self, tokens, segment_ids=None):
+        return self.encoder(tokens, segment_ids)
 
     def decode_logits(self, encoded, encoder_tokens, input_tokens, target_tokens=None,
-                      encoder_segment_ids=None, segment_ids=None, positions=None,
-                      decode_index=None, encoder_index=None):
+                      encoder_segment_ids=None, segment_ids=None, decode_index=None,
+                      encoder_index=None):
         return self.decoder(encoded, encoder_tokens, input_tokens, target_tokens,
-                            encoder_segment_ids, segment_ids, positions, decode_index,
-                            encoder_index)
+                            encoder_segment_ids, segment_ids, decode_index, encoder_index)
 
     def __call__(self, batch: dict[str, jax.Array]) -> jax.Array:
-        encoded = self.encode(batch["encoder_input_tokens"], batch.get("encoder_segment_ids"),
-                              batch.get("encoder_positions"))
+        encoded = self.encode(batch["encoder_input_tokens"], batch.get("encoder_segment_ids"))
         return self.decode_logits(encoded, batch["encoder_input_tokens"],
                                   batch["decoder_input_tokens"],
                                   batch.get("decoder_target_tokens"),
                                   batch.get("encoder_segment_ids"),
-                                  batch.get("decoder_segment_ids"),
-                                  batch.get("decoder_positions"))
+                                  batch.get("decoder_segment_ids"))

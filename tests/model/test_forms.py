@@ -86,7 +86,7 @@ def test_packed_equals_unpacked(params):
     # (packed row, packed offset, single row, length)
     for prow, off, srow, n in [(0, 0, 0, 3), (0, 3, 1, 4), (1, 0, 1, 4), (1, 4, 0, 3)]:
         np.testing.assert_allclose(both[prow, off:off + n], single[srow, :n], atol=ATOL, rtol=0)
-    # Positions restart per segment, so dropping them (shared 0..L-1 bias) changes nothing.
+    # The bias comes from index differences, never from `*_positions`: dropping them is a no-op.
     no_pos = {k: v for k, v in pack.items() if not k.endswith("_positions")}
     np.testing.assert_allclose(model.logits(params, no_pos), both, atol=ATOL, rtol=0)
     # Summed losses agree too (same tokens, same weights).

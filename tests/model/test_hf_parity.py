@@ -1,7 +1,8 @@
 """Our T5 v1.1 against Hugging Face's PyTorch T5ForConditionalGeneration on the same weights.
 
 fp32 on CPU: logits at non-pad target positions within 1e-4, per-example log-likelihoods,
-and greedy decoding (with an EOS mid-sequence so the stop rule is exercised).
+greedy decoding (with an EOS mid-sequence so the stop rule is exercised), and ~300-token
+inputs, unpacked and packed, so every relative-position bucket is used.
 """
 import jax
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from t0_jax.model.config import T5Config, get_config
 from t0_jax.model.model import EncoderDecoderModel
-from tests.model import torch_peer
+from tests.model import test_forms, torch_peer
 
 SMALL = T5Config(vocab_size=128, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
                  num_encoder_layers=2, num_decoder_layers=2, dtype="float32")
@@ -83,3 +84,29 @@ def test_greedy_decode_matches_hf():
     for r in eos_rows:
         stop = list(ours[r]).index(1)
         assert (ours[r, stop + 1:] == 0).all()
+
+
+def test_long_inputs_match_hf_packed_and_unpacked():
+    """~300-token inputs reach T5's log-spaced buckets (distances 16..128 and beyond 128, both
+    directions in the encoder, causal in the decoder); our unpacked rows and the same examples
+    packed into one row both match HF's logits."""
+    cfg = SMALL
+    hf = torch_peer.hf_model(cfg, seed=3)
+    params = torch_peer.hf_to_params(hf, cfg)
+    rng = np.random.default_rng(3)
+    lengths = [(300, 140), (170, 40)]  # (input, target) per example, EOS-terminated
+    examples = [(np.append(rng.integers(2, cfg.vocab_size, li - 1), 1),
+                 np.append(rng.integers(2, cfg.vocab_size, lt - 1), 1)) for li, lt in lengths]
+    li, lt = (max(n[i] for n in lengths) for i in (0, 1))
+    rows = test_forms.unpacked(examples, li, lt)
+    theirs = torch_peer.hf_logits(hf, rows["encoder_input_tokens"], rows["decoder_input_tokens"])
+    model = EncoderDecoderModel(cfg)
+    ours = np.asarray(model.logits(params, rows))
+    pack = test_forms.packed([examples], sum(n[0] for n in lengths), sum(n[1] for n in lengths))
+    packed_logits = np.asarray(model.logits(params, pack))[0]
+    offset = 0
+    for row, (_, n) in enumerate(lengths):
+        np.testing.assert_allclose(ours[row, :n], theirs[row, :n], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(packed_logits[offset:offset + n], theirs[row, :n],
+                                   atol=1e-4, rtol=0)
+        offset += n
