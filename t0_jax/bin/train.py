@@ -10,25 +10,29 @@ Flags: `--gin_file` (repeatable; resolved against --gin_search_paths, then the s
 directory), `--gin_bindings` (repeatable gin statements), `--gin.NAME=value` (shorthand for the
 binding `NAME = value`; a value that is not a gin literal is taken as a string, so paths need
 no quotes), `--multihost` (call jax.distributed.initialize(); also when $T0_MULTIHOST=1 or
-$JAX_COORDINATOR_ADDRESS is set), `--dry_run` (check the configuration, compute nothing).
+$JAX_COORDINATOR_ADDRESS is set), `--dry_run` (compile the step ahead of time and print its
+memory per device, reading no data and no checkpoint; `--topology=v4-128` plans for a TPU slice,
+`--device_memory_gib=N`, `--json`: see t0_jax/bin/train_plan.py).
 
-Rerunning the same command resumes from the newest complete checkpoint in MODEL_DIR. The
-operative gin config is written to MODEL_DIR/config.gin and into every checkpoint.
+Rerunning the same command resumes from the newest complete checkpoint in MODEL_DIR. SIGTERM
+(how schedulers and preemptible VMs stop a job) finishes the current step, saves it and exits
+with 143; a second trainer on the same MODEL_DIR refuses to start. Exit codes: 0 done, 2 an
+error you can fix (one line; `--verbose` or T0_DEBUG=1 adds the traceback), 3 a non-finite
+loss, 143 stopped by SIGTERM (rerun to resume). The operative gin config is written to
+MODEL_DIR/config.gin and into every checkpoint.
 Also runs as `python -m t0_jax.bin.train`; `main(argv)` is callable in-process.
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import gin
 
-from t0_jax.bin import gin_configurables, gin_flags
-from t0_jax.parallel.sharding import DoesNotFitError
-from t0_jax.train import trainer
+from t0_jax.bin import cli, gin_configurables, gin_flags, train_plan
+from t0_jax.train import preemption, trainer
 
 USAGE = __doc__.split("\n\n")[1]
 _REQUIRED_LINE = re.compile(r"^([\w./]+) = %gin\.REQUIRED\s*$", re.MULTILINE)
@@ -39,7 +43,8 @@ UsageError = gin_flags.UsageError
 
 def parse_flags(argv: Sequence[str]) -> gin_flags.GinFlags:
     return gin_flags.parse_flags(argv, USAGE, "runs/finetune.gin",
-                                 switches=("multihost", "dry_run"))
+                                 switches=("multihost", "dry_run") + train_plan.SWITCHES,
+                                 options=train_plan.OPTIONS)
 
 
 def parse_gin(flags: gin_flags.GinFlags) -> None:
@@ -73,30 +78,32 @@ def maybe_initialize_distributed(flags: gin_flags.GinFlags) -> None:
             "JAX_COORDINATOR_ADDRESS"):
         import jax  # noqa: PLC0415
 
-        jax.distributed.initialize()
+        env = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
+                                                  ("process_id", "JAX_PROCESS_ID"))
+               if os.environ.get(v)}  # jax reads only the address from the environment
+        jax.distributed.initialize(**env)
 
 
-def run(argv: Sequence[str]) -> Optional[trainer.TrainResult]:
+def run(argv: Sequence[str]) -> Union[trainer.TrainResult, int, None]:
     flags = parse_flags(argv)
     maybe_initialize_distributed(flags)
     parse_gin(flags)
+    if flags.dry_run:  # the plan: the step compiled ahead of time (exit status)
+        return train_plan.run(flags)
     train = gin.get_configurable("t0_jax.train.train")
     return train(config_text=gin.config_str(), dry_run=flags.dry_run)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        result = run(argv)
-    except (UsageError, trainer.ConfigError, DoesNotFitError) as e:
-        print(f"t0-train: {e}", file=sys.stderr)
-        return 2
-    except trainer.NonFiniteLossError as e:
-        print(f"t0-train: {e}", file=sys.stderr)
-        return 3
+    return cli.run("t0-train", _main, argv, doc=__doc__,
+                   exit_codes={trainer.NonFiniteLossError: 3,
+                               preemption.Preempted: preemption.EXIT_PREEMPTED})
+
+
+def _main(argv: list) -> int:
+    result = run(argv)
+    if isinstance(result, int):  # --dry_run: the plan was printed
+        return result
     if result is None:
         print("t0-train: configuration OK (dry run, nothing computed)")
     else:

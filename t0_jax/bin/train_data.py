@@ -11,6 +11,7 @@ Python generator) make `save_state` answer False: the trainer then resumes by re
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
@@ -22,6 +23,7 @@ from t0_jax.train import trainer
 log = logging.getLogger(__name__)
 
 STATE_FILE = "source.json"
+BATCH_LOG_ENV = "T0_INPUT_LOG"  # debug: a directory; each host appends "position sha1" per batch
 
 
 class PipelineSource:
@@ -60,12 +62,12 @@ class PipelineSource:
                 self._iterator = pipeline.TrainIterator.restored(ds, restored[0],
                                                                  batches_consumed)
                 self.opened_from_state = True
-                return self._iterator
+                return _logged(self._iterator, shard_index, num_shards)
             except pipeline.InputStateError as e:
                 log.warning("input: the saved tf.data state in %s does not restore (%s); "
                             "replaying %d batches instead", restored[0], e, batches_consumed)
         self._iterator = pipeline.TrainIterator(ds, batches_consumed)
-        return self._iterator
+        return _logged(self._iterator, shard_index, num_shards)
 
     def save_state(self, directory: str, step: int) -> bool:
         from t0_jax.data import pipeline  # noqa: PLC0415 - TF boundary
@@ -90,6 +92,30 @@ class PipelineSource:
             return False
         self._restored = (directory, position)
         return True
+
+
+def _logged(iterator, shard_index: int, num_shards: int):
+    """`iterator`, and with $T0_INPUT_LOG set, one line per batch it yields (multi-host tests:
+    which batches each host produced, and that a resumed run rebuilt none of them)."""
+    directory = os.environ.get(BATCH_LOG_ENV)
+    if not directory:
+        return iterator
+    path = os.path.join(directory, f"shard_{shard_index}-of-{num_shards}.txt")
+
+    def generate():
+        for batch in iterator:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f"{iterator.position - 1} {batch_digest(batch)}\n")
+            yield batch
+    return generate()
+
+
+def batch_digest(batch) -> str:
+    """The $T0_INPUT_LOG hash of a host batch (tests compare against it)."""
+    digest = hashlib.sha1()
+    for name in sorted(batch):
+        digest.update(name.encode() + batch[name].tobytes())
+    return digest.hexdigest()
 
 
 def use_caches(use_cached_tasks: bool, cache_dirs: Sequence[str], name: str,
