@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Union
 
 import gin
 
-from t0_jax.bin import cli, gin_flags
+from t0_jax.bin import cli, gin_flags, score_data
 from t0_jax.scoring import runner
 from t0_jax.scoring.batching import BatchingOptions
 
@@ -83,7 +83,7 @@ def run_from_flags(argv: Sequence[str]) -> dict:
     cfg = parse_config(argv)
     if _is_main_process():
         cli.check_writable_dir(cfg.output_dir, "OUTPUT_DIR")  # before any scoring work
-    results = runner.run(cfg)
+    results = runner.run(cfg, score_data.ScoreData(cfg))
     if _is_main_process():
         out = pathlib.Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)

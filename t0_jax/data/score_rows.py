@@ -13,10 +13,10 @@ row:
     weight          float
 
 Rows come in dataset order (a cache's in its shards' order: `_score_eval` rows carry their
-example index, so scores do not depend on it), and `max_examples` stops reading early. Also here: the tasks
-that names, mixtures and globs stand for (`expand_names`), each task's (dataset, subset,
-template) and metrics from its template metadata, and SentencePiece tokenisation for sources
-that are not seqio tasks (BIG-bench JSON).
+example index, so scores do not depend on it), and `max_examples` stops reading early. Also
+here: the tasks that names, mixtures and globs stand for (`expand_names`), each task's
+(dataset, subset, template) and metrics from its template metadata, and SentencePiece
+tokenisation for sources that are not seqio tasks (BIG-bench JSON).
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ The decoder runs one position per step in `decode` mode: each self-attention lay
 new key/value into the flax "cache" collection at the step index and attends to the filled
 prefix. The cache is sized by evaluating one full-length decoder call under `jax.eval_shape`
 (no compute), then zero-filled. Cross-attention keys/values are projected once per input: the
-first step (run before the loop) stores them in the cache and the later steps read them. Rows stop at EOS; everything after a row's EOS is 0, and the
-loop ends early when every row is done (as Hugging Face `generate` does).
+first step (run before the loop) stores them in the cache and the later steps read them.
+Rows stop at EOS; everything after a row's EOS is 0, and the loop ends early when every row is
+done (as Hugging Face `generate` does).
 """
 from __future__ import annotations
 

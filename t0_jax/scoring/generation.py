@@ -14,10 +14,12 @@ from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from t0_jax.scoring.batching import EOS_ID, BatchingOptions, bucket, truncate_input
-from t0_jax.scoring.scorer import to_global, to_host
+from t0_jax.parallel.host_arrays import global_to_host
+from t0_jax.parallel.mesh import batch_sharding, replicated
+from t0_jax.scoring.scorer import to_global
 
 
 def cut_at_eos(tokens: np.ndarray, eos_id: int = EOS_ID) -> np.ndarray:
@@ -41,7 +43,7 @@ def decoding_program(model, mesh: Optional[Mesh]):
     (compiled once per input shape and decode length, across tasks and checkpoints)."""
     kwargs = {"static_argnums": (2,)}
     if mesh is not None:
-        kwargs["out_shardings"] = NamedSharding(mesh, PartitionSpec())
+        kwargs["out_shardings"] = replicated(mesh)
     return jax.jit(functools.partial(_greedy, model), **kwargs)
 
 
@@ -77,7 +79,8 @@ class Generator:
             tokens = np.zeros((self._batch_size(li), li), np.int32)  # [E, Li]
             for row, i in enumerate(chunk):
                 tokens[row, :len(inputs[i])] = inputs[i]
-            decoded = to_host(self._decode(self.params, self._place(tokens), max_decode_len))
+            decoded = global_to_host(  # [E, max_decode_len], replicated
+                self._decode(self.params, self._place(tokens), max_decode_len))
             for row, i in enumerate(chunk):
                 out[i] = cut_at_eos(decoded[row])
             if on_examples is not None:
@@ -93,7 +96,7 @@ class Generator:
     def _place(self, tokens: np.ndarray):
         if self.mesh is None:
             return tokens
-        return to_global(tokens, NamedSharding(self.mesh, PartitionSpec("data", None)))
+        return to_global(tokens, batch_sharding(self.mesh, tokens.ndim))
 
 
 def _greedy(model, params, encoder_input_tokens, max_decode_len):

@@ -1,14 +1,15 @@
 """A scoring run: checkpoint + tasks → per-task files (resumable) → results, CSV, plot.
 
-`run(ScoreRun(...))` is what `t0-score` calls (tests call it in-process). Steps:
+`run(ScoreRun(...), source)` is what `t0-score` calls (tests call it in-process); `source`
+(`TaskSource`, built by `t0_jax.bin.score_data`) turns MIXTURE_OR_TASK_NAME into tasks with
+rows, so this module never imports the task layer. Steps:
   1. CHECKPOINT_PATH a folder of step checkpoints → `selection`: every step is scored into
      OUTPUT_DIR/step_<n>/ and the best one is reported in OUTPUT_DIR/selection.json.
   2. load the checkpoint (our Orbax format, trainer step dir, HF T5 dir, T5X) and place the
      parameters on the mesh (data × model, logical-axis rules of `t0_jax.model.axes`); the
      scoring and decoding programs trace inside `mesh_context(mesh, rules)` with the same rules,
      so activations are sharded by the model's annotations, not guessed;
-  3. tasks: a seqio task or mixture of the registry (through `t0_jax.data.score_rows`, the only
-     TensorFlow user), or a local BIG-bench JSON path;
+  3. tasks from the source, rendered once per vocabulary (and kept across selection steps);
   4. per task, unless OUTPUT_DIR/tasks/<task>.done.json says it was finished with the same
      fingerprint: `_score_eval` / BIG-bench choice tasks are ranked by log-likelihood
      (encode once, score every choice), tasks without choices are greedily decoded;
@@ -18,18 +19,19 @@ Every process runs the same steps in lockstep; process 0 alone writes files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import pathlib
 import time
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Protocol, Sequence, Union
 
 import jax
 import numpy as np
 
 from t0_jax.model.axes import DEFAULT_RULES
 from t0_jax.parallel.mesh import mesh_context
-from t0_jax.scoring import aggregate, bigbench, plots, report, selection, text_metrics
+from t0_jax.scoring import aggregate, plots, report, selection, text_metrics
 from t0_jax.scoring.batching import BatchingOptions
 from t0_jax.scoring.generation import Generator, decode_length
 from t0_jax.scoring.scorer import Scorer, to_global
@@ -61,7 +63,9 @@ class ScoreRun:
 
 
 @dataclasses.dataclass
-class _Task:
+class ScoreTask:
+    """One task to score: its report labels and how to get its rows (made by the caller)."""
+
     name: str
     dataset_label: str
     template: str
@@ -84,6 +88,17 @@ def split_names(spec) -> list[str]:
     return [n.strip() for part in parts for n in str(part).split(",") if n.strip()]
 
 
+class TaskSource(Protocol):
+    """Where tasks come from (`t0_jax.bin.score_data` wires the registry and BIG-bench files):
+    the runner only sees rows, never the task layer."""
+
+    def tasks(self, vocab_path: Optional[str]) -> list[ScoreTask]:
+        """The tasks of MIXTURE_OR_TASK_NAME, tokenised with `vocab_path`."""
+
+    def detokenize(self, ids, vocab_path: Optional[str]) -> str:
+        """Text of decoded token ids (tasks without answer choices)."""
+
+
 def default_activation_dtype(backend: Optional[str] = None) -> str:
     """bfloat16 on accelerators (twice the matrix throughput, half the activation memory;
     softmax and log-probabilities stay fp32 in the model), float32 on CPU (no bf16 gain)."""
@@ -91,13 +106,13 @@ def default_activation_dtype(backend: Optional[str] = None) -> str:
     return "float32" if backend == "cpu" else "bfloat16"
 
 
-def run(cfg: ScoreRun) -> dict:
+def run(cfg: ScoreRun, source: TaskSource) -> dict:
     """Score one checkpoint (results dict) or select among step checkpoints (selection dict)."""
     _enable_compilation_cache(cfg.compilation_cache_dir)
     steps = selection.checkpoint_steps(cfg.checkpoint_path) if cfg.select_checkpoints else None
     if steps:
-        return _select(cfg, steps)
-    return score_checkpoint(cfg)
+        return _select(cfg, source, steps)
+    return score_checkpoint(cfg, source)
 
 
 def _enable_compilation_cache(path: Optional[str]) -> None:
@@ -109,7 +124,7 @@ def _enable_compilation_cache(path: Optional[str]) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def _select(cfg: ScoreRun, steps) -> dict:
+def _select(cfg: ScoreRun, source: TaskSource, steps) -> dict:
     """Score every step with one task list: each task is rendered once (first step) and the
     compiled programs are shared (`scorer.scoring_program`), so a step after the first costs
     only its checkpoint load and the device work."""
@@ -118,7 +133,8 @@ def _select(cfg: ScoreRun, steps) -> dict:
         log.info("checkpoint selection: scoring step %d (%s)", step, folder)
         results = score_checkpoint(dataclasses.replace(
             cfg, checkpoint_path=str(folder), output_dir=os.path.join(cfg.output_dir,
-                                                                      f"step_{step}")), tasks)
+                                                                      f"step_{step}")),
+            source, tasks)
         overall[step] = results.get("overall", {})
     out = selection.selection_report(overall, cfg.selection_metric)
     if jax.process_index() == 0:
@@ -177,65 +193,18 @@ def _param_shardings(model, mesh, abstract_params):
 # ----------------------------------------------------------------------------- tasks
 
 
-def resolve_tasks(cfg: ScoreRun, vocab_path) -> list[_Task]:
-    """Tasks of MIXTURE_OR_TASK_NAME (`split_names`): tasks, mixtures (their tasks), globs over
-    registered names, BIG-bench paths; in the order given, each task once."""
-    out: dict[str, _Task] = {}
-    registered: list[str] = []  # names from the task registry (the ones a cache can hold)
-    for name in split_names(cfg.mixture_or_task_name):
-        if bigbench.is_bigbench_path(name):
-            tasks = [_bigbench_task(task, file, vocab_path, cfg.max_examples)
-                     for task, file in bigbench.tasks(name).items()]
-        else:
-            tasks = _registry_tasks(name, cfg, vocab_path)
-            registered += [t.name for t in tasks]
-        for task in tasks:
-            out.setdefault(task.name, task)
-    if cfg.use_cached_tasks and registered:
-        from t0_jax.data import score_rows  # noqa: PLC0415
-
-        score_rows.use_caches(registered, cfg.split, cfg.cache_dirs)
-    return list(out.values())
-
-
-def _registry_tasks(name: str, cfg: ScoreRun, vocab_path) -> list[_Task]:
-    from t0_jax.data import score_rows  # noqa: PLC0415 - TensorFlow lives behind this import
-
-    out = []
-    for task in score_rows.expand_names([name], vocab_path):
-        info = score_rows.task_info(task)
-        load = (lambda n=task: score_rows.task_rows(n, cfg.split, cfg.data_dir, vocab_path,
-                                                    cfg.max_examples, cfg.use_cached_tasks))
-        out.append(_Task(task, info.dataset_label, info.template, info.metrics, load))
-    return out
-
-
-def _bigbench_task(name, file, vocab_path, max_examples) -> _Task:
-    def load():
-        from t0_jax.data import score_rows  # noqa: PLC0415
-
-        rows = [r for r in bigbench.text_rows(file)
-                if max_examples is None or r["example"] < max_examples]
-        inputs = score_rows.tokenize([r["inputs_text"] for r in rows], vocab_path)
-        targets = score_rows.tokenize([r["target_text"] for r in rows], vocab_path, add_eos=True)
-        return [r | {"inputs": i, "targets": t, "weight": 1.0}
-                for r, i, t in zip(rows, inputs, targets)]
-
-    return _Task(name, bigbench.dataset_label(name), name[len(bigbench.PREFIX):],
-                 ("Accuracy",), load)
-
-
 # ----------------------------------------------------------------------------- scoring
 
 
-def score_checkpoint(cfg: ScoreRun, task_lists: Optional[dict] = None) -> dict:
+def score_checkpoint(cfg: ScoreRun, source: TaskSource,
+                     task_lists: Optional[dict] = None) -> dict:
     """Score one checkpoint. `task_lists` {vocabulary: tasks} is kept by the caller to reuse
     rendered tasks across checkpoints (selection); tasks depend on the vocabulary only."""
     model, params, mesh, vocab, step = load_model(cfg)
     task_lists = {} if task_lists is None else task_lists
     key = _vocab_key(vocab)
     if key not in task_lists:
-        task_lists[key] = resolve_tasks(cfg, vocab)
+        task_lists[key] = source.tasks(vocab)
     tasks = task_lists[key]
     fingerprint = {"checkpoint": os.path.abspath(cfg.checkpoint_path), "step": step,
                    "split": cfg.split, "max_examples": cfg.max_examples,
@@ -255,7 +224,8 @@ def score_checkpoint(cfg: ScoreRun, task_lists: Optional[dict] = None) -> dict:
         if any(r["choice"] >= 0 for r in rows) or not rows:
             records, result = _rank_task(task, rows, scorer, cfg)
         else:
-            records, result = _generate_task(task, rows, generator, vocab, cfg)
+            detokenize = functools.partial(source.detokenize, vocab_path=vocab)
+            records, result = _generate_task(task, rows, generator, detokenize, cfg)
         seconds = time.perf_counter() - start
         result |= {"dataset": task.dataset_label, "template": task.template,
                    "seconds": round(seconds, 3),
@@ -297,7 +267,7 @@ def _progress(task_name: str, total: int, enabled: bool):
                 disable=not enabled or jax.process_index() != 0)
 
 
-def _rank_task(task: _Task, rows: list, scorer: Scorer, cfg: ScoreRun):
+def _rank_task(task: ScoreTask, rows: list, scorer: Scorer, cfg: ScoreRun):
     rows = [r for r in rows if r["choice"] >= 0]
     n_examples = len({r["example"] for r in rows})
     start = time.perf_counter()
@@ -337,14 +307,13 @@ def _empty_result() -> dict:
             "num_unlabeled": 0}
 
 
-def _generate_task(task: _Task, rows: list, generator: Generator, vocab, cfg: ScoreRun):
-    from t0_jax.data import score_rows  # noqa: PLC0415
-
+def _generate_task(task: ScoreTask, rows: list, generator: Generator, detokenize,
+                   cfg: ScoreRun):
     max_len = decode_length([r["targets"] for r in rows], generator.options)
     in_mesh = mesh_context(generator.mesh, DEFAULT_RULES)  # decode with activation constraints
     with _progress(task.name, len(rows), cfg.progress) as bar, in_mesh:
         decoded = generator.generate([r["inputs"] for r in rows], max_len, on_examples=bar.update)
-    predictions = [score_rows.detokenize(ids, vocab) for ids in decoded]
+    predictions = [detokenize(ids) for ids in decoded]
     targets = [r["target_text"] for r in rows]
     metrics, unsupported = text_metrics.compute(task.metrics, predictions, targets)
     records = [{"task": task.name, "example": r["example"], "prediction": p, "target": t}
@@ -358,7 +327,7 @@ def _generate_task(task: _Task, rows: list, generator: Generator, vocab, cfg: Sc
 # ----------------------------------------------------------------------------- outputs
 
 
-def _write_outputs(cfg: ScoreRun, tasks: list[_Task], fingerprint: dict, step) -> dict:
+def _write_outputs(cfg: ScoreRun, tasks: list[ScoreTask], fingerprint: dict, step) -> dict:
     """Aggregate every finished task from disk (this run's and earlier ones) into the reports.
 
     Only process 0 (which wrote the task files) does this; the others return {}.

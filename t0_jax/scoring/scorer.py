@@ -27,10 +27,11 @@ from typing import Any, Callable, Hashable, Optional, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
 from t0_jax.model.axes import DEFAULT_RULES
-from t0_jax.parallel.mesh import InMeshContext
+from t0_jax.parallel.host_arrays import global_to_host
+from t0_jax.parallel.mesh import InMeshContext, batch_sharding, replicated
 from t0_jax.scoring.batching import BatchingOptions, ScoreBatch, make_batches
 
 
@@ -52,14 +53,6 @@ def _score_repeated(model, params, encoder_input_tokens, encoder_index, decoder_
     return model.score_batch(params, batch)
 
 
-def to_host(replicated: jax.Array) -> np.ndarray:
-    """The value of a replicated output; this process's copy (np.asarray refuses arrays that
-    span other processes' devices, even fully replicated ones)."""
-    if isinstance(replicated, jax.Array) and not replicated.is_fully_addressable:
-        return np.asarray(replicated.addressable_data(0))
-    return np.asarray(replicated)
-
-
 def to_global(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A host array that every process holds in full → a global array with `sharding`."""
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
@@ -76,7 +69,7 @@ def scoring_program(model, encode_once: bool, mesh: Optional[Mesh], rules) -> In
     fn = _encode_and_score if encode_once else _score_repeated
     kwargs = {}
     if mesh is not None:
-        kwargs["out_shardings"] = NamedSharding(mesh, PartitionSpec())
+        kwargs["out_shardings"] = replicated(mesh)
     return InMeshContext(jax.jit(functools.partial(fn, model), **kwargs), mesh, rules)
 
 
@@ -111,8 +104,7 @@ class Scorer:
         arrays = batch.arrays()
         if self.mesh is None:
             return arrays
-        return {k: to_global(v, NamedSharding(
-            self.mesh, PartitionSpec("data", *([None] * (v.ndim - 1))))) for k, v in arrays.items()}
+        return {k: to_global(v, batch_sharding(self.mesh, v.ndim)) for k, v in arrays.items()}
 
     def lower(self, batch: ScoreBatch) -> jax.stages.Lowered:
         """The program one batch runs (its HLO shows the sharding constraints; `.compile()`
@@ -140,7 +132,7 @@ class Scorer:
 
     @staticmethod
     def _collect(batch: ScoreBatch, result, out: np.ndarray, on_examples) -> None:
-        values = to_host(result).astype(np.float64)  # [R], replicated on every process
+        values = global_to_host(result).astype(np.float64)  # [R], replicated
         out[batch.row_ids] = values[:len(batch.row_ids)]
         if on_examples is not None:
             on_examples(batch.num_examples)

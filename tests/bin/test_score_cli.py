@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from t0_jax.bin import score
+from t0_jax.bin import score, score_data
 from t0_jax.scoring import runner
 from t0_jax.scoring import scorer as scorer_module
 from tests.scoring import bigbench_files
@@ -129,8 +129,9 @@ def test_list_comma_and_glob_forms_score_like_separate_runs(hf_dir, shared_data_
 def test_unknown_name_or_glob_names_close_tasks(hf_dir, tmp_path, capsys):
     for names in ("glue_mrpc_equivalent_score_evall", "glue_mrpcc_*_score_eval"):
         with pytest.raises(KeyError, match="Did you mean: glue_mrpc_"):
-            runner.run(runner.ScoreRun(str(hf_dir), names, str(tmp_path / "out"),
-                                       compilation_cache_dir=None, progress=False))
+            cfg = runner.ScoreRun(str(hf_dir), names, str(tmp_path / "out"),
+                                  compilation_cache_dir=None, progress=False)
+            runner.run(cfg, score_data.ScoreData(cfg))
 
 
 @pytest.fixture
@@ -157,7 +158,8 @@ def test_scoring_from_a_cache_equals_scoring_rendered_rows(hf_dir, shared_data_d
                                                            tmp_path):
     rendered = _cli_scores(hf_dir, shared_data_dir, tmp_path / "rendered", MRPC[0])
     cached = _cli_scores(hf_dir, "/nonexistent/data", tmp_path / "cached", MRPC[0],
-                         "--gin.USE_CACHED_TASKS=True", f"--seqio_additional_cache_dirs={mrpc_cache}")
+                         "--gin.USE_CACHED_TASKS=True",
+                         f"--seqio_additional_cache_dirs={mrpc_cache}")
     assert cached.keys() == rendered.keys()
     np.testing.assert_allclose([cached[k] for k in rendered], list(rendered.values()),
                                rtol=0, atol=1e-6)

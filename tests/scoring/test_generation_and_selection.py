@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from t0_jax.bin.score_data import ScoreData
 from t0_jax.convert import auto, t0_format
 from t0_jax.scoring import runner, selection
 from t0_jax.scoring.generation import Generator
@@ -67,8 +68,9 @@ def test_selection_scores_every_step_and_keeps_the_best(hf_dir, tmp_path):
                               200)
     task = _write_choice_task(tmp_path / "second_is_right")
     out = tmp_path / "out"
-    report = runner.run(runner.ScoreRun(str(run_dir), str(task), str(out),
-                                        compilation_cache_dir=None, progress=False))
+    cfg = runner.ScoreRun(str(run_dir), str(task), str(out), compilation_cache_dir=None,
+                          progress=False)
+    report = runner.run(cfg, ScoreData(cfg))
     step_results = {s: json.loads((out / f"step_{s}" / "results.json").read_text())
                     for s in (100, 200)}
     rows = [json.loads(x) for x in (out / "step_100" / "scores.jsonl").read_text().splitlines()]
@@ -144,10 +146,10 @@ def test_selection_renders_each_task_once_and_compiles_each_shape_once(
     monkeypatch.setattr(runner, "Scorer",
                         lambda *a, **k: scorers.append(real_scorer(*a, **k)) or scorers[-1])
     scorer_module.scoring_program.cache_clear()
-    report = runner.run(runner.ScoreRun(
-        str(run_dir), "glue_mrpc_equivalent_score_eval", str(tmp_path / "out"),
-        data_dir=str(shared_data_dir), max_examples=6, compilation_cache_dir=None,
-        progress=False))
+    cfg = runner.ScoreRun(str(run_dir), "glue_mrpc_equivalent_score_eval",
+                          str(tmp_path / "out"), data_dir=str(shared_data_dir), max_examples=6,
+                          compilation_cache_dir=None, progress=False)
+    report = runner.run(cfg, ScoreData(cfg))
     assert rendered == ["glue_mrpc_equivalent_score_eval"]
     first, second = scorers
     assert first.shapes_seen == second.shapes_seen

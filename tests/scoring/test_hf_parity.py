@@ -13,6 +13,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from t0_jax.bin.score_data import ScoreData
 from t0_jax.scoring import report, runner
 from tests.scoring.hf_peer import TZeroPeer, save_random_t5
 
@@ -32,7 +33,7 @@ def scored(hf_dir, shared_data_dir, tmp_path_factory):
     cfg = runner.ScoreRun(checkpoint_path=str(hf_dir), mixture_or_task_name=",".join(TASKS),
                           output_dir=str(out), data_dir=str(shared_data_dir),
                           max_examples=N_EXAMPLES, compilation_cache_dir=None, progress=False)
-    return cfg, runner.run(cfg)
+    return cfg, runner.run(cfg, ScoreData(cfg))
 
 
 def _peer_scores(hf_dir, data_dir):
@@ -86,7 +87,7 @@ def test_rerun_skips_finished_tasks(scored):
     before = {p: p.stat().st_mtime_ns for p in (kept_rows, kept_done, redo_rows)}
     scores_before = (out / report.SCORES_FILE).read_text()
     redo_done.unlink()  # as if the run had been killed while scoring the second task
-    again = runner.run(cfg)
+    again = runner.run(cfg, ScoreData(cfg))
     assert kept_rows.stat().st_mtime_ns == before[kept_rows]  # not scored again
     assert kept_done.stat().st_mtime_ns == before[kept_done]
     assert redo_done.is_file() and redo_rows.stat().st_mtime_ns != before[redo_rows]
