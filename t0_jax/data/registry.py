@@ -266,8 +266,10 @@ class PromptedSource(seqio.DataSource):
     The pipeline is checkpointable tf.data (no Python generator), so `tf.train.Checkpoint(
     iterator=...)` saves exactly where a run is:
         range(examples in this shard) -> batch(_CHUNK) -> stateless seeded permutation
-        (`task_seed`) -> global indices -> enumerate -> map(render the chunk,
-        `render_pool.render_workers()` calls in flight, deterministic) -> unbatch.
+        (`task_seed`) -> global indices -> enumerate -> map(submit the chunk to the render
+        workers) -> prefetch(workers: that many chunks in flight) -> map(collect it) -> unbatch.
+    Order is fixed by the chunk sequence, whatever the worker count; a restored iterator
+    renders the chunks its prefetch buffer held again (`render_pool.collect_chunk`).
     Sharding is by example position (example i goes to shard i % num_shards) and reads only
     this shard's examples; `idx` stays the index in the full split on every host.
     """
@@ -305,9 +307,9 @@ class PromptedSource(seqio.DataSource):
         tally = _DropTally(self.info.name, split, shard_info, len(shard))
         workers = render_pool.render_workers()
         chunks = _index_chunks(shard.indices, task_seed(seed, self.info.name) if shuffle else None)
-        dataset = chunks.enumerate().map(
-            functools.partial(_render_chunk, job, tally, workers),
-            num_parallel_calls=max(workers, 1), deterministic=True).unbatch()
+        submitted = chunks.enumerate().map(functools.partial(_submit_chunk, job, workers))
+        dataset = submitted.prefetch(max(workers, 1)).map(  # `workers` chunks in flight
+            functools.partial(_collect_chunk, job, tally, workers)).unbatch()
         dataset = dataset.with_options(_external_state_options())
         return dataset.map(_unpad_choices) if job.with_choices else dataset
 
@@ -336,16 +338,25 @@ def _index_chunks(indices: range, seed: Optional[np.ndarray]) -> tf.data.Dataset
     return chunks.map(to_global)
 
 
-def _render_chunk(job, tally, workers, chunk_number, indices) -> dict:
-    """tf.data map: render one chunk (in a worker process when workers > 1) into tensors."""
+def _submit_chunk(job, workers, chunk_number, indices) -> tuple:
+    """tf.data map: hand one chunk to the render workers; (ticket, chunk number, indices)."""
+    ticket = tf.numpy_function(
+        lambda positions: np.int64(render_pool.submit_chunk(job, positions, workers)),
+        [indices], tf.int64)
+    ticket.set_shape([])
+    return ticket, chunk_number, indices
+
+
+def _collect_chunk(job, tally, workers, ticket, chunk_number, indices) -> dict:
+    """tf.data map: the rendered chunk as tensors (rendered here when in-process or restored)."""
     signature = _chunk_signature(job.with_choices)
 
-    def render(number, positions):
-        arrays, dropped = render_pool.run_chunk(job, positions, workers)
+    def collect(ticket, number, positions):
+        arrays, dropped = render_pool.collect_chunk(ticket, job, positions, workers)
         tally.add(int(number), dropped)
         return [arrays[key] for key in signature]
 
-    tensors = tf.numpy_function(render, [chunk_number, indices],
+    tensors = tf.numpy_function(collect, [ticket, chunk_number, indices],
                                 [spec.dtype for spec in signature.values()])
     out = {}
     for (key, spec), tensor in zip(signature.items(), tensors):

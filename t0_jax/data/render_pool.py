@@ -23,7 +23,9 @@ pipeline of the process and stop at exit (or when their stdin closes: the parent
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import dataclasses
+import itertools
 import os
 import pathlib
 import pickle
@@ -120,6 +122,43 @@ def run_chunk(job: RenderJob, indices, workers: Optional[int] = None) -> tuple:
     return _pool(count).call((job, np.asarray(indices, np.int64)))
 
 
+def submit_chunk(job: RenderJob, indices, workers: int) -> int:
+    """Start rendering a chunk in the worker processes and return at once with a ticket for
+    `collect_chunk` (0, and nothing started, when `workers` <= 1).
+
+    tf.data runs the functions of parallel maps on a shared pool of about one thread per core;
+    a call that blocks while a worker renders would hold one of them. Submitting from a
+    sequential map and collecting after a prefetch keeps every pool thread free for TensorFlow.
+    """
+    if workers <= 1:
+        return 0
+    indices = np.asarray(indices, np.int64)
+    ticket = _TICKET_BASE | next(_tickets)
+    future = _pool(workers).submit((job, indices))
+    with _pending_lock:
+        _pending[ticket] = (job, indices.tobytes(), future)
+    return ticket
+
+
+def collect_chunk(ticket: int, job: RenderJob, indices, workers: int) -> tuple:
+    """The result of `submit_chunk(job, indices)`: waits for it, or renders it now when this
+    process never submitted it (an iterator restored from a checkpoint, or in-process)."""
+    indices = np.asarray(indices, np.int64)
+    with _pending_lock:
+        entry = _pending.pop(int(ticket), None)
+    if entry is not None and entry[0] == job and entry[1] == indices.tobytes():
+        return entry[2].result()
+    return run_chunk(job, indices, workers)
+
+
+# Tickets: a random per-process base, so a ticket restored from another process's checkpoint
+# never names a chunk of this one (and a match is checked against the job and indices anyway).
+_TICKET_BASE = int.from_bytes(os.urandom(4), "little") << 31
+_tickets = itertools.count(1)
+_pending: dict = {}  # ticket -> (job, indices bytes, Future); popped when collected
+_pending_lock = threading.Lock()
+
+
 # ----------------------------------------------------------------------------- worker processes
 
 
@@ -166,6 +205,11 @@ class _Pool:
         self.size, self.idle, self.started = size, [], 0
         self.closed = False
         self.condition = threading.Condition()
+        # one dispatching thread per worker: each blocks on its worker's pipe (GIL released)
+        self.dispatch = concurrent.futures.ThreadPoolExecutor(size, "t0-render")
+
+    def submit(self, request) -> concurrent.futures.Future:
+        return self.dispatch.submit(self.call, request)
 
     def call(self, request) -> tuple:
         worker = self._acquire()
@@ -204,6 +248,7 @@ class _Pool:
             self.condition.notify()
 
     def close(self) -> None:
+        self.dispatch.shutdown(wait=False)  # submitted chunks still finish
         with self.condition:
             self.closed, idle, self.idle = True, self.idle, []
         for worker in idle:
@@ -224,6 +269,12 @@ def _pool(size: int) -> _Pool:
                 atexit.register(shutdown_render_workers)
             _current = _Pool(size)
         return _current
+
+
+def worker_pids() -> list:
+    """Process ids of the idle workers (for memory accounting and tests)."""
+    pool = _current
+    return [] if pool is None else [worker.process.pid for worker in list(pool.idle)]
 
 
 def shutdown_render_workers() -> None:
