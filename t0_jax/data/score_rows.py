@@ -27,11 +27,8 @@ import numpy as np
 
 from t0_jax.data import sources, vocabularies
 
-SCORE_EVAL_SUFFIX = "_score_eval"
-
-
 @dataclasses.dataclass(frozen=True)
-class TaskInfo:
+class ReportLabels:
     """What a task name stands for; `dataset_label` groups its templates in reports."""
 
     name: str
@@ -90,7 +87,7 @@ def expand_names(names, vocab_path=None) -> list[str]:
     return list(out)
 
 
-def task_info(name: str) -> TaskInfo:
+def task_info(name: str) -> ReportLabels:
     """Dataset label, template name and template metrics of a registered task."""
     from t0_jax.data import catalogue, registry, templates  # noqa: PLC0415
 
@@ -99,9 +96,9 @@ def task_info(name: str) -> TaskInfo:
     if info.round_name:
         label += f"_{info.round_name}"
     template = templates.get_template(info.dataset, info.subset, info.template_name)
-    return TaskInfo(name=name, dataset_label=label, template=info.template_name,
+    return ReportLabels(name=name, dataset_label=label, template=info.template_name,
                     metrics=tuple(template.metrics or ()),
-                    has_choices=name.endswith(SCORE_EVAL_SUFFIX))
+                    has_choices=name.endswith(registry.SCORE_EVAL_SUFFIX))
 
 
 def use_caches(names, split: str, cache_dirs=()) -> None:

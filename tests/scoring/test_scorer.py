@@ -145,3 +145,16 @@ def test_scores_do_not_depend_on_the_batch_size(spm_model_path, shared_data_dir)
     for size in (7, 64):
         np.testing.assert_allclose(scores[size], scores[1], rtol=0, atol=1e-5)
         assert predictions(scores[size]) == predictions(scores[1])
+
+
+def test_activation_dtype_defaults_to_bf16_on_accelerators_only():
+    from t0_jax.scoring import runner
+
+    assert runner.default_activation_dtype("cpu") == "float32"
+    assert runner.default_activation_dtype("gpu") == runner.default_activation_dtype("tpu") \
+        == "bfloat16"
+    config = get_config("tiny", vocab_size=128, dtype="bfloat16")
+    cfg = runner.ScoreRun("ckpt", "task", "out")  # activation_dtype None: by backend (CPU here)
+    assert runner._model(config, cfg).config.dtype == "float32"
+    assert runner._model(config, runner.ScoreRun("c", "t", "o", activation_dtype="bfloat16")
+                         ).config.dtype == "bfloat16"
