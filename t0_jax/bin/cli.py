@@ -19,7 +19,8 @@ a generator) reach us wrapped in a TensorFlow error whose text carries ours: it 
 Quiet start: importing this module (first thing in every bin/ module) sets the environment
 that keeps TensorFlow's and XLA's C++ start-up lines away; the lines absl prints before its
 logging is initialised ignore that environment, so a script run also filters stderr (`StderrFilter`)
-for C++ INFO/WARNING lines. Library loggers are set to WARNING, ours (t0_jax.*) to INFO.
+for C++ INFO/WARNING lines. Library loggers are set to WARNING (absl, which carries seqio and
+Orbax notes, to ERROR), ours (t0_jax.*) to INFO.
 """
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ USER_ERRORS = (
     ("t0_jax.bin.gin_flags", "UsageError"),
     ("t0_jax.bin.demo", "DemoError"),
     ("t0_jax.train.trainer", "ConfigError"),
-    ("t0_jax.train.trainer", "OutOfMemoryError"),
+    ("t0_jax.train.memory_advice", "OutOfMemoryError"),
     ("t0_jax.train.topologies", "UnknownTopologyError"),
+    ("t0_jax.train.topologies", "TopologyUnavailableError"),
     ("t0_jax.train.preemption", "RunLockedError"),
     ("t0_jax.train.preemption", "CheckpointWriteError"),
     ("t0_jax.parallel.sharding", "DoesNotFitError"),
@@ -65,8 +67,7 @@ USER_ERRORS = (
     ("t0_jax.data.catalogue", "CatalogueError"),
     ("t0_jax.data.caches", "CacheError"),
     ("t0_jax.data.caches", "CacheBuildError"),
-    ("t0_jax.scoring.runner", "ScoringError"),
-    ("t0_jax.scoring.runner", "ResultsWriteError"),
+    ("t0_jax.scoring.report", "ResultsWriteError"),
 )
 # OS errors a user causes with a path: missing, not allowed, full disk, read-only file system.
 USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
@@ -77,6 +78,8 @@ _OS_HINTS = {errno.ENOTDIR: "a part of the path is a file, not a directory; pick
              errno.EROFS: "the file system is read-only; pick another directory",
              errno.ENOSPC: "the disk is full; free space or pick another directory",
              errno.EDQUOT: "the disk quota is exceeded; free space or pick another directory"}
+# what gin appends to an exception raised inside a configurable
+_GIN_CALL_NOTE = re.compile(r"\n\s*In call to configurable '[^']*' \(.*\)\s*$")
 # `  File ...` / `SomeError: message` lines inside a TensorFlow error's text
 _WRAPPED = re.compile(r"^\s*(?:[\w.]+\.)?(\w+): (.+)$")
 
@@ -113,6 +116,7 @@ def _text(error: BaseException) -> str:
     text = str(error)
     if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
         text = error.args[0]  # KeyError's str() adds quotes around the message
+    text = _GIN_CALL_NOTE.sub("", text)
     return text.strip() or type(error).__name__
 
 
@@ -217,7 +221,7 @@ def _own_code(error: BaseException, exit_codes: Optional[dict]) -> Optional[int]
 
 # ----------------------------------------------------------------------------- quiet start
 
-QUIET_LOGGERS = ("absl", "apache_beam", "tensorflow", "jax", "orbax", "etils", "h5py",
+QUIET_LOGGERS = ("apache_beam", "tensorflow", "jax", "orbax", "etils", "h5py",
                  "datasets", "urllib3", "filelock", "fsspec", "matplotlib", "PIL")
 
 
@@ -242,6 +246,7 @@ def configure_logging(verbose: bool = False) -> None:
     logging.getLogger("t0_jax").setLevel(logging.INFO)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # seqio/Orbax notes, not for users
     if not any(isinstance(f, _LibraryNoise) for f in root.filters):
         root.addFilter(_LibraryNoise())
     for handler in root.handlers:

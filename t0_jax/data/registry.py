@@ -516,8 +516,8 @@ def register_all(vocab_path=None) -> list:
                                        entry.train_size)
         except templates.TemplateNotFoundError as error:
             if entry.key not in _NO_TEMPLATES:
-                log.info("catalogue dataset %s has no templates; skipped: %s", entry.display,
-                         error)
+                log.debug("catalogue dataset %s has no templates; skipped: %s", entry.display,
+                          error)  # `t0-tasks list` names them
             _NO_TEMPLATES[entry.key] = str(error)
     return list_tasks()
 

@@ -32,6 +32,19 @@ CSV_COLUMNS = ("level", "dataset", "task", "template", "accuracy", "accuracy_sum
                "num_templates", "num_examples", "num_unlabeled", "metrics")
 
 
+class ResultsWriteError(OSError):
+    """A write failed (disk full, permissions); what finished before it stays on disk."""
+
+
+def _write_failure(output_dir, what: str, error: OSError) -> ResultsWriteError:
+    folder = pathlib.Path(output_dir) / TASKS_DIR
+    finished = len(list(folder.glob("*.done.json"))) if folder.is_dir() else 0
+    return ResultsWriteError(
+        f"could not write {what} ({error.filename or output_dir}: {error.strerror or error}); "
+        f"the {finished} task(s) finished before it are intact in {folder} and are not scored "
+        "again when you rerun the same command. Free disk space or fix the permissions first.")
+
+
 def _atomic_write(path: pathlib.Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -51,8 +64,11 @@ def task_paths(output_dir, task: str) -> tuple[pathlib.Path, pathlib.Path]:
 def write_task(output_dir, task: str, records: list[dict], marker: dict) -> None:
     """Rows first, marker last: the marker's presence means the rows are complete."""
     rows_path, done_path = task_paths(output_dir, task)
-    _atomic_write(rows_path, _jsonl(records))
-    _atomic_write(done_path, json.dumps(marker, indent=1, sort_keys=True))
+    try:
+        _atomic_write(rows_path, _jsonl(records))
+        _atomic_write(done_path, json.dumps(marker, indent=1, sort_keys=True))
+    except OSError as error:
+        raise _write_failure(output_dir, f"the results of task {task}", error) from error
 
 
 def finished_task(output_dir, task: str, fingerprint: dict) -> Optional[tuple[dict, list[dict]]]:
@@ -69,11 +85,14 @@ def finished_task(output_dir, task: str, fingerprint: dict) -> Optional[tuple[di
 
 def write_results(output_dir, results: dict, scores: list[dict], generations: list[dict]) -> None:
     out = pathlib.Path(output_dir)
-    _atomic_write(out / SCORES_FILE, _jsonl(scores))
-    if generations:
-        _atomic_write(out / GENERATIONS_FILE, _jsonl(generations))
-    _atomic_write(out / RESULTS_JSON, json.dumps(results, indent=1, sort_keys=True))
-    _write_csv(out / RESULTS_CSV, results)
+    try:
+        _atomic_write(out / SCORES_FILE, _jsonl(scores))
+        if generations:
+            _atomic_write(out / GENERATIONS_FILE, _jsonl(generations))
+        _atomic_write(out / RESULTS_JSON, json.dumps(results, indent=1, sort_keys=True))
+        _write_csv(out / RESULTS_CSV, results)
+    except OSError as error:
+        raise _write_failure(output_dir, "the combined results", error) from error
 
 
 def _write_csv(path: pathlib.Path, results: dict) -> None:

@@ -40,7 +40,7 @@ from t0_jax.model.config import T5Config
 from t0_jax.model.model import EncoderDecoderModel
 from t0_jax.optim import adafactor as adafactor_lib
 from t0_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
-from t0_jax.train import checkpoints, input_feed, metrics as metrics_lib, steps
+from t0_jax.train import checkpoints, input_feed, metrics as metrics_lib, preemption, steps
 from t0_jax.train.input_source import BatchFunction, BatchSource, as_batch_source
 from t0_jax.train.progress import Progress
 from t0_jax.train.state import (OPTIMIZER_CONTINUITY, TrainState, abstract_with_shardings,
@@ -260,11 +260,14 @@ def train(*, model_dir: str, train_steps: int, task_feature_lengths: Mapping[str
     batch_source = as_batch_source(batch_source)
     root = pathlib.Path(model_dir).absolute()
     root.mkdir(parents=True, exist_ok=True)
-    host0 = jax.process_index() == 0
-    if host0 and config_text:
-        (root / "config.gin").write_text(config_text, encoding="utf-8")
-    ckpt = checkpoints.Checkpointer(root, keep=keep_checkpoints, async_save=async_checkpointing)
+    # SIGTERM from here on: finish the step, save, stop; a second trainer on MODEL_DIR stops here
+    lock, watch = preemption.start_run(root)
+    host0, ckpt = jax.process_index() == 0, None
     try:
+        if host0 and config_text:
+            (root / "config.gin").write_text(config_text, encoding="utf-8")
+        ckpt = checkpoints.Checkpointer(root, keep=keep_checkpoints,
+                                        async_save=async_checkpointing)
         state, batches_consumed, resumed = _start_state(
             ckpt, program, initial_checkpoint_path, optimizer_continuity, seed, train_steps)
         return _loop(state, batches_consumed, ckpt=ckpt, program=program,
@@ -278,9 +281,10 @@ def train(*, model_dir: str, train_steps: int, task_feature_lengths: Mapping[str
                          layout.abstract.params, model_config, task_feature_lengths["inputs"],
                          task_feature_lengths["targets"]),
                      peak_flops=peak_flops_per_device or metrics_lib.peak_flops_per_device(),
-                     progress_bar=progress_bar and host0, step_callback=step_callback)
-    finally:
-        ckpt.close()  # an in-flight save completes (and is then a good checkpoint)
+                     progress_bar=progress_bar and host0, step_callback=step_callback,
+                     watch=watch)
+    finally:  # an in-flight save completes (and is then a good checkpoint); lock released
+        preemption.end_run(lock, watch, ckpt)
 
 
 class _Program:
@@ -346,7 +350,8 @@ def _loop(state: TrainState, batches_consumed: int, *, ckpt, program: "_Program"
           seed: int, z_loss: float, loss_normalizing_factor, num_microbatches: int,
           checkpoint_period: int, log_period: int, config_text: str, vocab: Optional[str],
           step_flops: float, peak_flops: Optional[float], progress_bar: bool,
-          step_callback: Optional[StepCallback]) -> TrainResult:
+          step_callback: Optional[StepCallback],
+          watch: Optional[preemption.StopWatch] = None) -> TrainResult:
     layout, model = program.layout, program.model
     step = int(jax.device_get(state.step))
     if step >= train_steps:
@@ -375,12 +380,17 @@ def _loop(state: TrainState, batches_consumed: int, *, ckpt, program: "_Program"
                                         num_devices=layout.mesh.devices.size,
                                         peak_flops=peak_flops)
                 window = _Window()
-            if step % checkpoint_period == 0 or step == train_steps:
-                save_checkpoint(state, step, batches_consumed, ckpt=ckpt, feed=feed,
-                                **save_kwargs)
+            save = functools.partial(save_checkpoint, state, step, batches_consumed, ckpt=ckpt,
+                                     feed=feed, **save_kwargs)
+            saved = step % checkpoint_period == 0 or step == train_steps
+            if saved:
+                with preemption.checkpoint_writes(ckpt, step):
+                    save()
             progress.update(1, scalars)
             if step_callback is not None:
                 step_callback(step, values)
+            if watch is not None and watch.should_stop(step) and step < train_steps:
+                preemption.stop_at(step, train_steps, ckpt, watch, None if saved else save)
     finally:
         feed.close()
         writer.close()

@@ -1,0 +1,146 @@
+"""Stopping without losing work: SIGTERM, a second trainer on one MODEL_DIR, failed writes.
+
+In-process (tiny model, synthetic batches, 8 fake CPU devices): a SIGTERM delivered during
+step 3 stops the run after that step with step 3 saved (not a checkpoint-period step), and the
+rerun ends bitwise equal to an uninterrupted run; a checkpoint write that fails in Orbax's
+background commit (disk full) stops the run with the previous checkpoint intact (its arrays
+equal the uninterrupted run's) and the rerun resumes from it. Real process: `python -m
+t0_jax.bin.train` on the MRPC mirror gets SIGTERM once its lock file exists (the handler is
+installed by then), finishes exactly one step, saves it, exits 143 with a line saying where it
+stopped; the rerun of the same command line (in-process, to spare an interpreter start) ends
+bitwise equal to an uninterrupted run.
+"""
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from t0_jax.bin import train as train_cli
+from t0_jax.convert import auto
+from t0_jax.train import checkpoints, preemption
+from tests.train import test_kill_resume as kill_resume
+from tests.train.test_trainer import _assert_same_params, _run
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _sigterm_at(step_wanted):
+    def callback(step, _):
+        if step == step_wanted:
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler takes it
+    return callback
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """6 uninterrupted steps (checkpoints at 2, 4, 6: all kept)."""
+    directory = tmp_path_factory.mktemp("straight")
+    return directory, _run(directory, 6)
+
+
+def test_sigterm_saves_the_current_step_and_resumes_exactly(tmp_path, straight):
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(preemption.Preempted) as stopped:
+        _run(tmp_path, 6, step_callback=_sigterm_at(3))
+    assert signal.getsignal(signal.SIGTERM) is previous  # handler restored
+    assert stopped.value.step == 3 and "stopped at step 3 of 6" in str(stopped.value)
+    assert stopped.value.checkpoint == str(tmp_path / "3")
+    ckpt = checkpoints.Checkpointer(tmp_path)
+    assert ckpt.all_steps() == [2, 3]
+    ckpt.close()
+    assert not (tmp_path / preemption.LOCK_FILE).exists()
+    resumed = _run(tmp_path, 6)
+    assert resumed.step == 6 and resumed.batches_consumed == 6
+    _assert_same_params(straight[1].state.params, resumed.state.params)
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, straight, monkeypatch):
+    handler = ocp.JsonCheckpointHandler
+    original = handler._save_fn
+
+    async def disk_full(self, x, directory):
+        if str(directory.parent.name).startswith("4"):  # the step-4 save, in the background
+            raise OSError(errno.ENOSPC, "No space left on device", str(directory))
+        return await original(self, x, directory)
+
+    monkeypatch.setattr(handler, "_save_fn", disk_full)
+    with pytest.raises(preemption.CheckpointWriteError) as failed:
+        _run(tmp_path, 6)
+    message = str(failed.value)
+    assert "No space left on device" in message
+    assert f"the last good checkpoint is {tmp_path / '2'} (intact)" in message
+    monkeypatch.undo()
+    ckpt = checkpoints.Checkpointer(tmp_path)
+    assert ckpt.all_steps() == [2]
+    ckpt.close()
+    kept, reference = (auto.load_checkpoint(d / "2").params for d in (tmp_path, straight[0]))
+    _assert_same_params(reference, kept)
+    resumed = _run(tmp_path, 6)  # disk fixed: the rerun resumes from step 2
+    _assert_same_params(straight[1].state.params, resumed.state.params)
+
+
+def test_second_trainer_on_one_model_dir_refuses(tmp_path):
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        lock = tmp_path / preemption.LOCK_FILE
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                    "started": "earlier"}))
+        with pytest.raises(preemption.RunLockedError, match=f"pid {holder.pid} on "):
+            _run(tmp_path, 2)
+        assert json.loads(lock.read_text())["pid"] == holder.pid  # not taken over
+        assert not (tmp_path / "config.gin").exists() and not (tmp_path / "2").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    result = _run(tmp_path, 2)  # the holder is gone: its lock is stale and taken over
+    assert result.step == 2 and not lock.exists()
+
+
+def test_lock_from_another_host_is_never_stale(tmp_path):
+    lock = tmp_path / preemption.LOCK_FILE
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere-" + socket.gethostname()}))
+    with pytest.raises(preemption.RunLockedError, match=f"delete {lock}"):
+        preemption.RunLock(tmp_path).acquire()
+
+
+def test_sigterm_to_the_console_script_stops_after_one_step_and_resumes_bitwise(
+        tmp_path, shared_data_dir, spm_model_path):
+    reference_dir, stopped_dir = tmp_path / "reference", tmp_path / "stopped"
+    assert train_cli.main(kill_resume._argv(reference_dir, shared_data_dir,
+                                            spm_model_path)) == 0
+    argv = kill_resume._argv(stopped_dir, shared_data_dir, spm_model_path)
+    log = tmp_path / "stopped.log"
+    with kill_resume._train_process(argv, log) as proc:
+        _wait_for(lambda: (stopped_dir / preemption.LOCK_FILE).exists() or
+                  proc.poll() is not None, "the trainer's lock file")
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(240)
+    text = log.read_text()
+    assert code == preemption.EXIT_PREEMPTED, text[-3000:]
+    assert "t0-train: stopped: SIGTERM received: stopped at step 1 of 8" in text
+    assert "Rerun the same command to resume" in text and "Traceback" not in text
+    assert kill_resume._finalized_steps(stopped_dir) == [1]  # one step, saved, nothing more
+    assert not (stopped_dir / preemption.LOCK_FILE).exists()
+
+    assert train_cli.main(argv) == 0  # the rerun (in-process: one interpreter start less)
+    want, got = (kill_resume._final_params(d) for d in (reference_dir, stopped_dir))
+    assert jax.tree.structure(want) == jax.tree.structure(got)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _wait_for(condition, what, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
