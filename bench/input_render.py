@@ -123,26 +123,46 @@ class _RenderCounter:
         return False
 
 
+def _cpu_s() -> tuple[float, float]:
+    """(CPU seconds of this process, of the render workers alive now): where the work goes."""
+    from t0_jax.data import render_pool  # noqa: PLC0415
+
+    own = os.times()
+    workers = 0.0
+    for pid in render_pool.worker_pids():
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            workers += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return own.user + own.system, workers
+
+
 def _time(dataset, count_of, warmup: int, measured: int) -> dict:
     """Start-up (first `warmup` batches: worker start, seqio's shuffle buffers), then rendered
-    examples/s (produced) and consumed examples and rows/s over the next `measured` batches."""
+    examples/s (produced), consumed examples and rows/s over the next `measured` batches, and
+    the CPU time per rendered example of this process (tf.data, seqio) and of the workers."""
     with _RenderCounter() as rendered:
         with records.Stopwatch() as startup:
             iterator = dataset.as_numpy_iterator()
             for _ in range(warmup):
                 next(iterator)
         counts = {"batches": 0, "examples": 0, "rows": 0}
-        start, rendered_before = time.perf_counter(), rendered.examples
+        start, rendered_before, cpu_before = time.perf_counter(), rendered.examples, _cpu_s()
         for _ in range(measured):
             for key, value in count_of(next(iterator)).items():
                 counts[key] += value
             counts["batches"] += 1
         seconds = time.perf_counter() - start
-        produced = rendered.examples - rendered_before
+        produced, cpu_after = rendered.examples - rendered_before, _cpu_s()
+    per_example = [1e6 * (b - a) / max(produced, 1) for a, b in zip(cpu_before, cpu_after)]
     return counts | {"startup_s": startup.seconds, "seconds": seconds, "rendered": produced,
                      "rendered_per_s": produced / seconds,
                      "examples_per_s": counts["examples"] / seconds,
-                     "rows_per_s": counts["rows"] / seconds}
+                     "rows_per_s": counts["rows"] / seconds,
+                     "main_cpu_us_per_example": per_example[0],
+                     "worker_cpu_us_per_example": per_example[1]}
 
 
 def throughput(workers: int, render_batches: int, packed_batches: int) -> dict:
@@ -246,6 +266,11 @@ def memory(scales: Sequence[int], examples: int, workers: int) -> list[dict]:
 # ----------------------------------------------------------------------------- report
 
 
+def _cpu_cell(part: dict) -> str:
+    return (f"{part.get('main_cpu_us_per_example', float('nan')):.0f} / "
+            f"{part.get('worker_cpu_us_per_example', float('nan')):.0f}")
+
+
 def section(record: dict) -> list[str]:
     """Markdown for docs/benchmarks.md: throughput by worker count, then memory by data size."""
     runs = record["throughput"]
@@ -255,16 +280,19 @@ def section(record: dict) -> list[str]:
              "registry sources (read + render into tf.data); *packed*: through seqio "
              f"(tokenize) and the packing feature converter at {LENGTHS['inputs']}/"
              f"{LENGTHS['targets']}, batch {BATCH}. 1 worker = rendering in the tf.data thread.",
-             "", "| workers | render examples/s | × vs 1 | packed rows/s | packed examples/s "
-             "| × vs 1 | start-up s |", "|---|---|---|---|---|---|---|"]
+             "CPU µs per rendered example, main process / workers, says where the work "
+             "goes (with workers, the main process keeps tf.data and seqio's per-example work).",
+             "", "| workers | render examples/s | × vs 1 | CPU µs main / workers | packed rows/s "
+             "| packed examples/s | × vs 1 | CPU µs main / workers | start-up s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     base = runs[0]
     for run in runs:
         r, p = run["render"], run["packed"]
         lines.append(f"| {run['workers']} | {r['rendered_per_s']:,.0f} | "
                      f"{r['rendered_per_s'] / base['render']['rendered_per_s']:.2f} | "
-                     f"{p['rows_per_s']:,.1f} | {p['examples_per_s']:,.0f} | "
+                     f"{_cpu_cell(r)} | {p['rows_per_s']:,.1f} | {p['examples_per_s']:,.0f} | "
                      f"{p['examples_per_s'] / base['packed']['examples_per_s']:.2f} | "
-                     f"{r['startup_s']:.1f} |")
+                     f"{_cpu_cell(p)} | {r['startup_s']:.1f} |")
     scaling = record.get("scaling_1_to_2")
     if scaling is not None:
         verdict = "**pass**" if scaling["render"] >= GOAL_SCALING else "**FAIL**"

@@ -172,6 +172,7 @@ class _Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from t0_jax.data.render_pool import serve; serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        _live.add(self.process.pid)
 
     def call(self, request) -> tuple:
         """("ok", arrays, dropped) or ("error", exception); RenderWorkerError if it died."""
@@ -187,6 +188,7 @@ class _Worker:
                 f"set_render_workers(0)) to render in-process.") from error
 
     def stop(self, timeout: float = 2.0) -> Optional[int]:
+        _live.discard(self.process.pid)
         try:
             self.process.stdin.close()  # the worker's loop ends at EOF
         except OSError:
@@ -256,6 +258,7 @@ class _Pool:
 
 
 _current: Optional[_Pool] = None
+_live: set = set()  # pids of started, not yet stopped workers
 _pool_lock = threading.Lock()
 
 
@@ -272,9 +275,8 @@ def _pool(size: int) -> _Pool:
 
 
 def worker_pids() -> list:
-    """Process ids of the idle workers (for memory accounting and tests)."""
-    pool = _current
-    return [] if pool is None else [worker.process.pid for worker in list(pool.idle)]
+    """Process ids of the running workers (for CPU and memory accounting)."""
+    return sorted(_live)
 
 
 def shutdown_render_workers() -> None:
