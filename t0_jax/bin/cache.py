@@ -12,8 +12,9 @@ into place when the pipeline succeeded. It ends with a table: examples, input/ta
 and dropped renderings per task and split. Train from it with
 `t0-train ... --gin.USE_CACHED_TASKS=True --seqio_additional_cache_dirs=DIR`.
 
-`--pipeline_options` (comma-separated, passed to Beam as they are; default: DirectRunner with
-one worker process per core). Other runners (install Beam's extra for them):
+`--pipeline_options` (comma-separated, passed to Beam as they are; default: DirectRunner, one
+worker thread per core up to 4 cores, one worker process per core above). Other runners
+(install Beam's extra for them):
 
     Dataflow  --pipeline_options=--runner=DataflowRunner,--project=P,--region=us-central1,\
 --temp_location=gs://B/tmp,--requirements_file=requirements.txt,--max_num_workers=64
@@ -38,7 +39,8 @@ from t0_jax.bin import cli
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="t0-cache", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="t0-cache", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", help="task names, comma-separated (`t0-tasks list`)")
     parser.add_argument("--mixture", help="a mixture: all of its tasks")
     parser.add_argument("--output_cache_dir", help="where the task folders go")

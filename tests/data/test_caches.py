@@ -1,5 +1,5 @@
 """seqio caches of real tasks (glue/mrpc validation from ../shared/data) built with Beam
-(in-memory DirectRunner, tiny) and read back through seqio's own cached reader."""
+(DirectRunner, 2 threads / in-memory, tiny) and read back through seqio's own cached reader."""
 import collections
 import json
 import os
@@ -14,6 +14,9 @@ from t0_jax.data import cache_build, caches, pipeline, registry, sources  # noqa
 
 BASE, TWIN = "glue_mrpc_equivalent", "glue_mrpc_equivalent_score_eval"
 IN_MEMORY = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+# the default on small hosts: 2 threads, each split cut into 2 slices rendered in the threads
+THREADS = ["--runner=DirectRunner", "--direct_num_workers=2",
+           "--direct_running_mode=multi_threading"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def built(tmp_path_factory, spm_model_path, shared_data_dir):
     out = str(tmp_path_factory.mktemp("cache"))
     report = cache_build.cache_tasks([BASE, TWIN], out, splits=["validation"],
                                      data_dir=str(shared_data_dir), vocab_path=spm_model_path,
-                                     pipeline_options=IN_MEMORY, min_shards=2,
+                                     pipeline_options=THREADS, min_shards=2,
                                      progress=lambda line: None)
     yield out, report
     registry.set_vocab_path(previous_vocab)
