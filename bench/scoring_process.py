@@ -1,7 +1,7 @@
 """Scoring as a user runs it: one whole `t0-score` process over several prompts vs the t-zero loop.
 
     python -m bench.scoring_process [--dataset social_i_qa] [--templates 4] [--examples 250]
-                                    [--preset small] [--no-separate] [--out bench_out]
+                                    [--preset small] [--no-separate] [--quick] [--out bench_out]
 
 The work (issue 11 item 4): `--templates` prompts of one dataset of the real mirror (RTE is not
 in it; social_i_qa has 3 choices per example), `--examples` examples each, a random T5 v1.1
@@ -144,8 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--no-separate", action="store_true",
                         help="skip the one-process-per-prompt run")
+    parser.add_argument("--quick", action="store_true",
+                        help="16 examples per prompt, no one-process-per-prompt run")
     parser.add_argument("--out", default=str(records.OUT_DIR))
     args = parser.parse_args(argv)
+    if args.quick:
+        args.examples, args.no_separate = 16, True
     import torch  # noqa: PLC0415
 
     torch.set_num_threads(args.threads)
