@@ -67,7 +67,7 @@ def default_pipeline_options(num_workers: Optional[int] = None) -> list:
     Measured on the shared 2-core machine (2 ag_news templates, 15,200 examples, start-up
     included): multi_threading x2 390 examples/s, in_memory (1 worker, rendering in the render
     pool) 225, multi_processing x2 100 (each worker process imports TensorFlow and seqio, and
-    every element crosses the gRPC data plane). Threads share one GIL, so many-core hosts get
+    every element crosses the gRPC data plane); the threads render in-process (`cache_tasks`). Threads share one GIL, so many-core hosts get
     processes (not measured here); cluster runs belong on Dataflow/Flink/Spark anyway.
     """
     cores = num_workers or os.cpu_count() or 1
@@ -193,8 +193,9 @@ def cache_tasks(names: Sequence[str], output_cache_dir: str, *, splits=None, dat
     previous = getattr(sources, "_data_dir", None)  # in-process runners run _WorkerSetup here
     previous_workers = getattr(render_pool, "_configured", None)
     if _in_process_threads(options):
-        # Beam's threads are the parallelism; concurrent render-pool callers lost examples
-        # here (7 of 7,600 in one run), rendering in each thread did not
+        # Beam's threads are the parallelism. With the render pool under Beam's threads one
+        # run here wrote 7 of 7,600 examples too few (not reproduced outside Beam); rendering
+        # in each thread wrote them all
         render_pool.set_render_workers(1)
     try:
         rows += run_and_install(build, todo, output_cache_dir, options, progress)

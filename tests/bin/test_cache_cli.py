@@ -62,6 +62,12 @@ def test_builds_table_and_skips_on_rerun(cli_cache, capsys, spm_model_path, shar
     assert [line.split()[2] for line in out.splitlines() if line.startswith(TASK + " ")] == [
         "cached"]
 
+    code, out, _ = _run(capsys, "--verify", "--tasks", f"{TASK},{TWIN}", "--cache_dirs",
+                        cli_cache, "--splits", "validation")
+    assert code == 0 and out.splitlines() == [
+        f"t0-cache: ok {TASK} validation: {kept} examples",
+        f"t0-cache: ok {TWIN} validation: 816 examples"]
+
 
 def _cached_rows(name):
     task = seqio.get_mixture_or_task(name)
