@@ -280,7 +280,7 @@ def section(record: dict) -> list[str]:
              "registry sources (read + render into tf.data); *packed*: through seqio "
              f"(tokenize) and the packing feature converter at {LENGTHS['inputs']}/"
              f"{LENGTHS['targets']}, batch {BATCH}. 1 worker = rendering in the tf.data thread.",
-             "CPU µs per rendered example, main process / workers, says where the work "
+             "", "CPU µs per rendered example, main process / workers, says where the work "
              "goes (with workers, the main process keeps tf.data and seqio's per-example work).",
              "", "| workers | render examples/s | × vs 1 | CPU µs main / workers | packed rows/s "
              "| packed examples/s | × vs 1 | CPU µs main / workers | start-up s |",
