@@ -188,6 +188,8 @@ def run(prog: str, body: Callable[[list], int], argv: Optional[Sequence[str]] = 
         print(doc.strip("\n"))
         return EXIT_OK
     configure_logging(verbose)
+    if script and not verbose:
+        sys.unraisablehook = _quiet_unraisable
     stderr_filter = StderrFilter() if script and not verbose else None
     try:
         if stderr_filter is not None:
@@ -252,6 +254,15 @@ def configure_logging(verbose: bool = False) -> None:
     for handler in root.handlers:
         if not any(isinstance(f, _LibraryNoise) for f in handler.filters):
             handler.addFilter(_LibraryNoise())
+
+
+def _quiet_unraisable(unraisable) -> None:
+    """After a failed Orbax restore, tensorstore completes its futures on the asyncio loop
+    Orbax already closed; Python reports each as unraisable at exit. Nothing is lost."""
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 # C++ log lines (absl/glog form, INFO or WARNING) and absl's note printed before their first one.

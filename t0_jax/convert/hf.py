@@ -162,7 +162,12 @@ class HFTensors:
         from safetensors import safe_open  # noqa: PLC0415
 
         for f in files:
-            handle = safe_open(str(f), framework="numpy")
+            try:
+                handle = safe_open(str(f), framework="numpy")
+            except Exception as e:  # noqa: BLE001 - safetensors' own error type (Rust)
+                raise layout.CheckpointFormatError(
+                    f"{f} is not a readable safetensors file ({e}); it is truncated or "
+                    "damaged: download or convert it again.") from e
             for name in handle.keys():
                 self._where[name] = handle
 
@@ -213,7 +218,11 @@ def read_hf_config(src: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise layout.CheckpointFormatError(
             f"{src} is not a Hugging Face model directory: {CONFIG_FILE} is missing.")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise layout.CheckpointFormatError(f"{path} is not valid JSON ({e}); restore the "
+                                           "model's config.json.") from e
 
 
 def _check_hf_names(found: dict[str, tuple[int, ...]], names: dict[str, str],

@@ -91,10 +91,20 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 
 def _stored_shapes(path: pathlib.Path, item: str) -> dict[str, Any]:
     """Orbax array metadata of one PyTree item, flat by path (no array is read)."""
-    metadata = _checkpointer().metadata(path).item_metadata[item]
+    try:
+        metadata = _checkpointer().metadata(path).item_metadata[item]
+    except (ValueError, OSError) as e:  # tensorstore: missing or damaged files
+        raise _damaged(path, e) from e
     if metadata is None:
         raise layout.CheckpointFormatError(f"{path / item} could not be read as an Orbax PyTree.")
     return layout.flatten(dict(metadata.tree))
+
+
+def _damaged(path: pathlib.Path, error: Exception) -> layout.CheckpointFormatError:
+    reason = str(error).splitlines()[0][:160]
+    return layout.CheckpointFormatError(
+        f"{path} could not be read: files of this Orbax checkpoint are missing or damaged "
+        f"({reason}...); copy or convert it again.")
 
 
 def _restore_args(flat_meta: dict[str, Any], dtype: np.dtype | None,
@@ -133,7 +143,10 @@ def load_t0(path: str | os.PathLike, dtype: Any = None, shardings: dict[str, Any
         opt_meta = _stored_shapes(path, OPT_STATE_T5X_ITEM)
         items[OPT_STATE_T5X_ITEM] = ocp.args.PyTreeRestore(restore_args=layout.unflatten(
             {p: ocp.RestoreArgs(restore_type=np.ndarray) for p in opt_meta}))
-    restored = _checkpointer().restore(path, args=ocp.args.Composite(**items))
+    try:
+        restored = _checkpointer().restore(path, args=ocp.args.Composite(**items))
+    except (ValueError, OSError) as e:  # tensorstore: missing or damaged array files
+        raise _damaged(path, e) from e
     vocab = meta.get("vocab")
     vocab_path = None if vocab is None else str(path / vocab)  # absolute `vocab` stays absolute
     step = meta.get("step")

@@ -334,8 +334,20 @@ def _render_choices(template, compiled, example, rng) -> Optional[list]:
     _check_fields(template, compiled, "answer_choices", example)
     protected = jinja_env.escape_pipes(example)
     protected[jinja_env.RNG_KEY] = rng
-    rendered = compiled.template.render(**protected)
+    rendered = _run(template, compiled, "answer_choices", protected)
     return [jinja_env.unescape_pipes(part.strip()) for part in rendered.split(jinja_env.SEPARATOR)]
+
+
+def _run(template: Template, compiled, what: str, variables: dict) -> str:
+    """Render; a jinja error at run time (a filter or operator applied to a value of the wrong
+    type, a missing attribute) names the template instead of surfacing from jinja's inside."""
+    try:
+        return compiled.template.render(**variables)
+    except (jinja2.TemplateError, TypeError, ValueError, AttributeError, LookupError,
+            ArithmeticError) as error:
+        raise TemplateError(f"the {what} of {template.describe()} failed on an example "
+                            f"({type(error).__name__}: {error}); fix the template, or the "
+                            "example's field types.") from error
 
 
 def answer_choices(template: Template, example: dict, seed: int = 0) -> Optional[list]:
@@ -372,7 +384,7 @@ def _render_with_choices(template: Template, example: dict, seed: int):
     protected = jinja_env.escape_pipes(example)
     protected["answer_choices"] = choices
     protected[jinja_env.RNG_KEY] = rng
-    rendered = prompt.template.render(**protected)
+    rendered = _run(template, prompt, "jinja", protected)
     parts = [jinja_env.unescape_pipes(part).strip() for part in rendered.split(jinja_env.SEPARATOR)]
     return parts, choices
 

@@ -5,10 +5,10 @@ step 3 stops the run after that step with step 3 saved (not a checkpoint-period 
 rerun ends bitwise equal to an uninterrupted run; a checkpoint write that fails in Orbax's
 background commit (disk full) stops the run with the previous checkpoint intact (its arrays
 equal the uninterrupted run's) and the rerun resumes from it. Real process: `python -m
-t0_jax.bin.train` on the MRPC mirror gets SIGTERM once its lock file exists (the handler is
-installed by then), finishes exactly one step, saves it, exits 143 with a line saying where it
-stopped; the rerun of the same command line (in-process, to spare an interpreter start) ends
-bitwise equal to an uninterrupted run.
+t0_jax.bin.train` (the SIGKILL test's command line: a seqio cache of real MRPC) gets SIGTERM
+once its lock file exists (the handler is installed by then), finishes exactly one step, saves
+it, exits 143 with a line saying where it stopped; the rerun of the same command ends bitwise
+equal to an in-process uninterrupted run.
 """
 import errno
 import json
@@ -112,11 +112,11 @@ def test_lock_from_another_host_is_never_stale(tmp_path):
 
 
 def test_sigterm_to_the_console_script_stops_after_one_step_and_resumes_bitwise(
-        tmp_path, shared_data_dir, spm_model_path):
+        tmp_path, shared_data_dir, spm_model_path, mrpc_cache):
     reference_dir, stopped_dir = tmp_path / "reference", tmp_path / "stopped"
-    assert train_cli.main(kill_resume._argv(reference_dir, shared_data_dir,
-                                            spm_model_path)) == 0
-    argv = kill_resume._argv(stopped_dir, shared_data_dir, spm_model_path)
+    assert train_cli.main(kill_resume._argv(reference_dir, shared_data_dir, spm_model_path,
+                                            mrpc_cache)) == 0
+    argv = kill_resume._argv(stopped_dir, shared_data_dir, spm_model_path, mrpc_cache)
     log = tmp_path / "stopped.log"
     with kill_resume._train_process(argv, log) as proc:
         _wait_for(lambda: (stopped_dir / preemption.LOCK_FILE).exists() or
@@ -130,7 +130,8 @@ def test_sigterm_to_the_console_script_stops_after_one_step_and_resumes_bitwise(
     assert kill_resume._finalized_steps(stopped_dir) == [1]  # one step, saved, nothing more
     assert not (stopped_dir / preemption.LOCK_FILE).exists()
 
-    assert train_cli.main(argv) == 0  # the rerun (in-process: one interpreter start less)
+    with kill_resume._train_process(argv, tmp_path / "resumed.log") as proc:
+        assert proc.wait(240) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     want, got = (kill_resume._final_params(d) for d in (reference_dir, stopped_dir))
     assert jax.tree.structure(want) == jax.tree.structure(got)
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
