@@ -41,8 +41,8 @@ def _argv(model_dir, data_dir, vocab, cache, train_steps):
             "--gin.NUM_PARTITIONS=2", "--gin.DROPOUT_RATE=0.0", "--gin.LEARNING_RATE=0.01",
             f"--gin.TRAIN_STEPS={train_steps}", "--gin.CHECKPOINT_PERIOD=2",
             "--gin.LOG_PERIOD=2", "--gin_bindings=train.progress_bar = False",
-            "--gin_bindings=train.use_cached_tasks = True",
-            f"--gin_bindings=train.cache_dirs = ['{cache}']"]
+            "--gin.USE_CACHED_TASKS=True",
+            f"--gin.CACHE_DIRS=['{cache}']"]
 
 
 def _free_port() -> int:

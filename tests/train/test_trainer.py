@@ -84,9 +84,12 @@ def _kill_after_5(step, _):
         raise KeyboardInterrupt("simulated kill")
 
 
-def test_kill_and_resume_is_bitwise_equal(tmp_path):
-    """Stopped after step 5 (checkpoint at 4, step 5 lost), rerun → same params as 6 straight."""
+def test_kill_and_resume_is_bitwise_equal(tmp_path, caplog):
+    """Stopped after step 5 (checkpoint at 4, step 5 lost), rerun → same params as 6 straight.
+    A plain callable cannot save its state: the rerun replays, and the log says so."""
+    caplog.set_level("INFO", logger="t0_jax")
     straight = _run(tmp_path / "straight", 6)
+    assert "cannot save its state" in caplog.text and "at step 2 that is" in caplog.text
 
     killed_source = Source()
     with pytest.raises(KeyboardInterrupt):
@@ -102,6 +105,7 @@ def test_kill_and_resume_is_bitwise_equal(tmp_path):
     resumed_source = Source()
     resumed = _run(tmp_path / "killed", 6, resumed_source)
     assert resumed_source.opened_at == [4]  # data resumes after the 4 consumed batches
+    assert "resuming by replay (4 batches" in caplog.text
     assert resumed.step == 6 and resumed.batches_consumed == 6
     for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(
             jax.device_get(straight.state.params))[0],
