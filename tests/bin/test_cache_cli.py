@@ -134,3 +134,12 @@ def test_p3_folder_of_an_unknown_task_names_the_closest(capsys, tmp_path):
     code, _, err = _run(capsys, "--import_p3", str(tmp_path), "--output_cache_dir",
                         str(tmp_path / "out"))
     assert code == 2 and "'glue_mrpc_paraphrse' (closest: glue_mrpc_paraphrase" in err
+
+
+def test_seqio_additional_cache_dirs_flag_binds_cache_dirs():
+    from t0_jax.bin import gin_flags
+
+    flags = gin_flags.parse_flags(["--gin_file=runs/train.gin",
+                                   "--seqio_additional_cache_dirs=/data/t0_cache,gs://b/p3"],
+                                  "usage", "runs/train.gin")
+    assert flags.gin_bindings == ["CACHE_DIRS = ['/data/t0_cache', 'gs://b/p3']"]
