@@ -33,6 +33,8 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from t0_jax.bin import cli
+
 REAL_COMMAND = ("make demo CHECKPOINT=<HF or T5X checkpoint, e.g. a bigscience/T0_3B download> "
                 "DATA_DIR=<local mirror: DATA_DIR/<hf_name>[/<subset>]/<split>.jsonl>")
 DEFAULT_REAL_MIXTURE = "t0_eval_score_eval"
@@ -356,14 +358,13 @@ def parse_args(argv: Sequence[str]) -> DemoConfig:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's notes on unrestored items
-    cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        run_demo(cfg)
-    except DemoError as e:
-        print(f"demo: {e}", file=sys.stderr)
-        return 2
+    return cli.run("demo", _main, argv)
+
+
+def _main(argv: list) -> int:
+    """The stages print what happens; library and trainer logs only from WARNING on."""
+    logging.getLogger("t0_jax").setLevel(logging.WARNING)
+    run_demo(parse_args(argv))
     return 0
 
 
