@@ -8,7 +8,8 @@ equal the uninterrupted run's) and the rerun resumes from it. Real process: `pyt
 t0_jax.bin.train` (the SIGKILL test's command line: a seqio cache of real MRPC) gets SIGTERM
 once its lock file exists (the handler is installed by then), finishes exactly one step, saves
 it, exits 143 with a line saying where it stopped; the rerun of the same command ends bitwise
-equal to an in-process uninterrupted run.
+equal to an in-process uninterrupted run. Two hosts (two processes, jax.distributed over gloo):
+SIGTERM to one of them, and both stop at the same step.
 """
 import errno
 import json
@@ -16,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import jax
@@ -136,6 +138,56 @@ def test_sigterm_to_the_console_script_stops_after_one_step_and_resumes_bitwise(
     assert jax.tree.structure(want) == jax.tree.structure(got)
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+_HOST = """
+import sys, time
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=sys.argv[2], num_processes=2,
+                           process_id=int(sys.argv[1]))
+from jax.experimental import multihost_utils
+from t0_jax.train import preemption
+watch = preemption.StopWatch().install()
+print("ready", preemption._preemption_service() is not None, flush=True)
+for step in range(1, 3000):
+    time.sleep(0.02)
+    multihost_utils.sync_global_devices(f"step {step}")  # as a train step's collectives do
+    if watch.should_stop(step):
+        print("stop", step, flush=True)
+        break
+"""
+
+
+def test_two_hosts_stop_at_the_same_step_when_one_gets_sigterm(tmp_path):
+    """Two real processes (jax.distributed over gloo, JAX's preemption service on): SIGTERM
+    reaches host 1 only, and both stop at the same step."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    env = dict(kill_resume._env(), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    hosts = [subprocess.Popen([sys.executable, "-c", _HOST, str(i), address], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    try:
+        assert all(_ready(h) for h in hosts)
+        time.sleep(0.5)
+        hosts[1].send_signal(signal.SIGTERM)
+        stops = [h.communicate(timeout=120)[0] for h in hosts]
+    finally:
+        for h in hosts:
+            h.kill()
+    steps = [[int(line.split()[1]) for line in out.splitlines() if line.startswith("stop ")]
+             for out in stops]
+    assert len(steps[0]) == 1 and steps[0] == steps[1], stops
+
+
+def _ready(host) -> bool:
+    """The host's "ready" line (after any start-up warnings): True with the service on."""
+    for line in host.stdout:
+        if line.startswith("ready"):
+            return line.split() == ["ready", "True"]
+    return False
 
 
 def _wait_for(condition, what, timeout=240.0):
