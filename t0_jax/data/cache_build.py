@@ -24,6 +24,7 @@ import time
 import uuid
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -115,8 +116,6 @@ def _preprocess_transform():
     class PreprocessPrompted(beam_utils.PreprocessTask):
         def __init__(self, task, split, num_input_shards: int, **kwargs):
             super().__init__(task, split, **kwargs)
-            base = getattr(getattr(task.source, "info", None), "name", None)
-            self._base_name = base
             if task.source.supports_arbitrary_sharding and num_input_shards > 1:
                 n = num_input_shards
                 self.shards = [(i, f"{split}[{i}::{n}]") for i in range(n)]
@@ -124,13 +123,31 @@ def _preprocess_transform():
         def _emit_examples(self, shard):
             # numpy, not EagerTensors: Beam pickles every element at each Reshuffle, and
             # pickling tensors costs more than rendering (seqio's writers accept both)
+            kept = set()  # example indices (a score-eval row's idx is [example, choice])
             for example in super()._emit_examples(shard):
-                yield {key: value.numpy() for key, value in example.items()}
-            dropped = registry.dropped_counts().get(self._base_name, {}).get(self._split)
-            metrics.Metrics.counter(f"{self._task_name}_{self._split}", "dropped").inc(
-                int(dropped or 0))
+                example = {key: value.numpy() for key, value in example.items()}
+                if "idx" in example:
+                    kept.add(int(np.ravel(example["idx"])[0]))
+                yield example
+            dropped = _slice_size(self._task_name, self._split, shard[0], len(self.shards))
+            if dropped is not None:
+                metrics.Metrics.counter(f"{self._task_name}_{self._split}", "dropped").inc(
+                    dropped - len(kept))
 
     return PreprocessPrompted
+
+
+def _slice_size(name: str, split: str, index: int, count: int) -> Optional[int]:
+    """Examples of slice `index::count` of the task's split (None: not one of our tasks).
+
+    Dropped renderings = this minus the example indices that came out: exact per slice, where
+    the registry's per-(task, split) tally would be shared by concurrent slices."""
+    try:
+        info = registry.task_info(name)
+    except KeyError:
+        return None
+    size = len(sources.open_split(info.dataset, info.subset, info.source_split(split)))
+    return len(range(index, size, count))
 
 
 def _available_splits(name: str, splits: Optional[Sequence[str]], data_dir, rows: list) -> list:

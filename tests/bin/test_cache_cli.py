@@ -17,6 +17,8 @@ TASK = "glue_mrpc_generate_paraphrase"  # renders only equivalent pairs: the res
 TWIN = "glue_mrpc_paraphrase_score_eval"
 IN_MEMORY = "--pipeline_options=--runner=DirectRunner,--direct_num_workers=1," \
             "--direct_running_mode=in_memory"
+THREADS = "--pipeline_options=--runner=DirectRunner,--direct_num_workers=2," \
+          "--direct_running_mode=multi_threading"  # 2 slices per split: drops counted per slice
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def _run(capsys, *argv):
 def test_builds_table_and_skips_on_rerun(cli_cache, capsys, spm_model_path, shared_data_dir):
     argv = ["--tasks", f"{TASK},{TWIN}", "--output_cache_dir", cli_cache, "--data_dir",
             str(shared_data_dir), "--vocab_path", spm_model_path, "--splits", "validation",
-            "--min_shards", "1", IN_MEMORY]
+            "--min_shards", "1", THREADS]
     code, out, _ = _run(capsys, *argv)
     assert code == 0, out
     kept = sum(1 for line in open(shared_data_dir / "glue" / "mrpc" / "validation.jsonl")
@@ -55,7 +57,7 @@ def test_builds_table_and_skips_on_rerun(cli_cache, capsys, spm_model_path, shar
     assert rows[TASK][4] == f"{stats['inputs_tokens']:,}"
     assert sorted(os.listdir(os.path.join(cli_cache, TASK))) == [
         "COMPLETED", "info.validation.json", "stats.validation.json",
-        "validation.tfrecord-00000-of-00001"]
+        "validation.tfrecord-00000-of-00002", "validation.tfrecord-00001-of-00002"]
 
     code, out, _ = _run(capsys, *argv)
     assert code == 0 and f"t0-cache: skip {TASK}: already cached" in out
