@@ -98,7 +98,7 @@ def user_error_types() -> tuple:
 def user_message(error: BaseException) -> Optional[str]:
     """The one-line-or-so message for a user error, None for anything else (a bug)."""
     if isinstance(error, user_error_types()):
-        return _text(error)
+        return shorten_differences(_text(error))
     if isinstance(error, OSError) and _is_user_os_error(error):
         return _os_message(error)
     wrapped = _unwrap_tensorflow(error)
@@ -118,6 +118,26 @@ def _text(error: BaseException) -> str:
         text = error.args[0]  # KeyError's str() adds quotes around the message
     text = _GIN_CALL_NOTE.sub("", text)
     return text.strip() or type(error).__name__
+
+
+DIFFERENCE_KINDS = ("wrong shape:", "unexpected:", "missing:")  # convert/layout.py's lines
+
+
+def shorten_differences(message: str, shown: int = 8) -> str:
+    """A checkpoint/model mismatch lists every differing parameter (hundreds for another
+    model size): keep the most telling few (wrong shapes first, then shallow paths such as the
+    embedding); the traceback of `--verbose` still carries the whole list."""
+    lines = message.splitlines()
+    diffs = [x for x in lines if x.strip().startswith(DIFFERENCE_KINDS)]
+    if len(diffs) <= shown:
+        return message
+    rank = [x.strip().split(":")[0] + ":" for x in diffs]
+    order = sorted(range(len(diffs)), key=lambda i: (
+        DIFFERENCE_KINDS.index(rank[i]), diffs[i].count("/"), diffs[i]))
+    kept = [diffs[i] for i in order[:shown]]
+    rest = f"  … and {len(diffs) - shown} more (--verbose lists them all)"
+    others = [x for x in lines if x not in diffs]
+    return "\n".join(others[:1] + kept + [rest] + others[1:])
 
 
 def _is_user_os_error(error: OSError) -> bool:

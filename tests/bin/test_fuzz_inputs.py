@@ -173,3 +173,4 @@ def test_t5x_checkpoints_truncated_or_of_another_size(capsys, t5x_fixture, tmp_p
     code, err = _answer(capsys, convert.main, "t5x-to-t0", t5x_fixture, tmp_path / "c",
                         "--preset", "small")
     assert code == 2 and "wrong shape: token_embedder/embedding: found (32128, 8)" in err
+    assert "… and 182 more (--verbose lists them all)" in err and err.count("\n") < 15
