@@ -142,6 +142,9 @@ def _main(argv: list) -> int:
     except (caches.CacheError, caches.CacheBuildError) as error:
         raise cli.UserError(str(error)) from error
     print("\n".join(table(report)))
+    if report.rows and all(row.status == "skipped" for row in report.rows):
+        raise cli.UserError("nothing was cached: no split of these tasks has data (see the "
+                            "table); pass --data_dir with the mirror, or --splits that exist.")
     return 0
 
 
