@@ -27,7 +27,7 @@ from typing import Optional
 import jax
 import orbax.checkpoint as ocp
 
-from t0_jax.convert import t0_format
+from t0_jax.convert import layout, t0_format
 from t0_jax.model.config import T5Config
 from t0_jax.train.state import TrainState
 
@@ -97,7 +97,14 @@ class Checkpointer:
             PARAMS: ocp.args.StandardRestore(target.params),
             OPT_STATE: ocp.args.StandardRestore(target.opt_state),
             TRAIN_STATE: ocp.args.JsonRestore()})
-        restored = self._manager.restore(step, args=args)
+        try:
+            restored = self._manager.restore(step, args=args)
+        except (ValueError, OSError) as e:  # tensorstore: missing/damaged files, other shapes
+            raise layout.CheckpointFormatError(
+                f"{step_directory(self.directory, step)} could not be restored "
+                f"({str(e).splitlines()[0][:160]}...): its files are damaged or it was written "
+                "for another model configuration. Use another MODEL_DIR, or move that step "
+                "directory away to resume from an earlier one.") from e
         meta = dict(restored[TRAIN_STATE])
         step_arr = jax.device_put(jax.numpy.asarray(meta["step"], jax.numpy.int32),
                                   target.step.sharding)

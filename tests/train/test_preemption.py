@@ -14,6 +14,7 @@ SIGTERM to one of them, and both stop at the same step.
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,6 +88,16 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, straight, monk
     _assert_same_params(reference, kept)
     resumed = _run(tmp_path, 6)  # disk fixed: the rerun resumes from step 2
     _assert_same_params(straight[1].state.params, resumed.state.params)
+
+
+def test_damaged_latest_checkpoint_is_named(tmp_path):
+    from t0_jax.convert.layout import CheckpointFormatError
+
+    _run(tmp_path, 2)
+    shutil.rmtree(tmp_path / "2" / "params" / "d")  # the array files of the newest step
+    with pytest.raises(CheckpointFormatError, match=f"{tmp_path / '2'} could not be restored"):
+        _run(tmp_path, 4)
+    assert not (tmp_path / preemption.LOCK_FILE).exists()
 
 
 def test_second_trainer_on_one_model_dir_refuses(tmp_path):
