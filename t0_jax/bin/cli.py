@@ -326,6 +326,9 @@ class StderrFilter:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 kept = [line + b"\n" for line in lines if not _CPP_NOISE.match(line)]
+                if pending and not pending.startswith((b"I", b"W")):
+                    kept.append(pending)  # a progress bar redrawn with \r: pass it on now
+                    pending = b""
                 _write_all(out_fd, b"".join(kept))
             if not _CPP_NOISE.match(pending):
                 _write_all(out_fd, pending)
