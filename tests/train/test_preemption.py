@@ -90,6 +90,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, straight, monk
     _assert_same_params(straight[1].state.params, resumed.state.params)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Orbax's loop
 def test_damaged_latest_checkpoint_is_named(tmp_path):
     from t0_jax.convert.layout import CheckpointFormatError
 
