@@ -21,7 +21,9 @@ ALL_FILES = sorted(str(p.relative_to(GIN_DIR)) for p in GIN_DIR.rglob("*.gin"))
 TINY = ["T5Config.emb_dim = 8", "T5Config.num_heads = 4", "T5Config.head_dim = 3",
         "T5Config.mlp_dim = 16", "T5Config.num_encoder_layers = 2",
         "T5Config.num_decoder_layers = 2", "T5Config.vocab_size = 64"]
-SMALL_RUN = ["BATCH_SIZE = 8", "TASK_FEATURE_LENGTHS = {'inputs': 16, 'targets': 8}"]
+SMALL_RUN = ["BATCH_SIZE = 8", "TASK_FEATURE_LENGTHS = {'inputs': 16, 'targets': 8}",
+             "NUM_MICROBATCHES = 1"]  # the T0 files accumulate 16 microbatches of 1024 rows
+ON_8_CPUS = ["NUM_PARTITIONS = 2"]  # the T0 files' 16-way model axis needs a TPU slice
 # The paper's T0 runs (t0_hparams.gin is their shared part); other experiment files (the demo,
 # continuity overrides) are bound generically below.
 T0_EXPERIMENTS = ["experiments/t0_train.gin", "experiments/t0p_train.gin",
@@ -84,12 +86,13 @@ def test_t0_experiments_have_the_paper_hyperparameters(name, tmp_path):
     assert {k: gin.query_parameter(f"%{k}") for k in expected} == expected
     assert _required_left() == ["INITIAL_CHECKPOINT_PATH", "MODEL_DIR"]
     assert T5Config.from_dict(gin.get_configurable("t0_jax.model.T5Config")().to_dict()) == (
-        PRESETS["xl" if "d_ablation" in name else "xxl"].replace(dropout_rate=0.1))
+        PRESETS["xl" if "d_ablation" in name else "xxl"].replace(
+            dropout_rate=0.1, scan_layers=True, remat_policy="full"))
     mixture = gin.query_parameter("%MIXTURE_OR_TASK_NAME")
     if isinstance(mixture, str):  # the d-ablation registers its own mixture when bound
         from t0_jax.data import mixtures
         assert mixture in mixtures.list_mixtures()
-    _parse(["runs/finetune.gin", name], _run_bindings(tmp_path) + SMALL_RUN + TINY)
+    _parse(["runs/finetune.gin", name], _run_bindings(tmp_path) + SMALL_RUN + TINY + ON_8_CPUS)
     _dry_run(tmp_path)
 
 
@@ -100,7 +103,8 @@ def test_run_partitioning_and_other_experiment_files_bind(name, tmp_path):
     if name.startswith("partitioning/") or name in AFTER_AN_EXPERIMENT:
         files = ["runs/finetune.gin", "experiments/t0_train.gin", name,
                  "models/t5_1_1_tiny.gin"]
-        extra = SMALL_RUN + TINY
+        extra = SMALL_RUN + TINY + ([] if name == "partitioning/model_parallel.gin"
+                                    else ON_8_CPUS)
     else:  # a run file, or an experiment that brings its own model (demo) or the tiny one
         files = ["runs/train.gin", "models/t5_1_1_tiny.gin"] + (
             [name] if name.startswith("experiments/") else [])

@@ -31,10 +31,13 @@ class GinFlags:
     gin_bindings: list
     gin_search_paths: list
     switches: set = dataclasses.field(default_factory=set)  # e.g. {"dry_run"}
+    options: dict = dataclasses.field(default_factory=dict)  # e.g. {"topology": "v4-128"}
 
     def __getattr__(self, name):  # flags.dry_run → whether --dry_run was given
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in self.__dict__.get("options", {}):
+            return self.__dict__["options"][name]
         return name in self.__dict__.get("switches", set())
 
 
@@ -51,8 +54,9 @@ def gin_value(value: str) -> str:
 
 
 def parse_flags(argv: Sequence[str], usage: str, example_file: str,
-                switches: Sequence[str] = ()) -> GinFlags:
-    """Split argv into gin files, bindings, search paths and boolean `--switches`."""
+                switches: Sequence[str] = (), options: Sequence[str] = ()) -> GinFlags:
+    """Split argv into gin files, bindings, search paths, boolean `--switches` and valued
+    `--options=value` (an option not given reads as False)."""
     flags = GinFlags([], [], [])
     args = list(argv)
     while args:
@@ -60,7 +64,7 @@ def parse_flags(argv: Sequence[str], usage: str, example_file: str,
         if arg in ("-h", "--help"):
             raise UsageError(usage)
         name, eq, value = arg.partition("=")
-        if not eq and name in _VALUED and args:
+        if not eq and (name in _VALUED or name[2:] in options) and args:
             value, eq = args.pop(0), "="
         if name == "--gin_file" and eq:
             flags.gin_files.append(value)
@@ -72,6 +76,8 @@ def parse_flags(argv: Sequence[str], usage: str, example_file: str,
             flags.gin_bindings.append(f"{name[len('--gin.'):]} = {gin_value(value)}")
         elif name == CACHE_DIRS_FLAG and eq:
             flags.gin_bindings.append(f"CACHE_DIRS = {[p for p in value.split(',') if p]!r}")
+        elif name[2:] in options and name.startswith("--") and eq:
+            flags.options[name[2:]] = value
         elif name[2:] in switches and name.startswith("--") and not eq:
             flags.switches.add(name[2:])
         else:

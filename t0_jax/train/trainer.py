@@ -37,11 +37,14 @@ import numpy as np
 
 from t0_jax.model import axes as axes_lib
 from t0_jax.model.config import T5Config
+from t0_jax.model import stacking
 from t0_jax.model.model import EncoderDecoderModel
 from t0_jax.optim import adafactor as adafactor_lib
 from t0_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
 from t0_jax.train import checkpoints, input_feed, metrics as metrics_lib, preemption, steps
 from t0_jax.train.input_source import BatchFunction, BatchSource, as_batch_source
+from t0_jax.train import memory_advice
+from t0_jax.train.memory_advice import OutOfMemoryError
 from t0_jax.train.progress import Progress
 from t0_jax.train.state import (OPTIMIZER_CONTINUITY, TrainState, abstract_with_shardings,
                                 init_state_fn, make_optimizer, state_from_params, state_layout)
@@ -119,12 +122,16 @@ def _load_initial(path: str, model: EncoderDecoderModel, optimizer, layout,
     """Fine-tuning start: parameters from any supported checkpoint; step and Adafactor state
     either restored (fidelity with Mesh-TF's continued step) or reset to a fresh step 0."""
     from t0_jax.convert import auto  # noqa: PLC0415 - only needed when fine-tuning
+    from t0_jax.convert import layout as convert_layout  # noqa: PLC0415
 
     fmt, _ = auto.resolve(path)
     shardings = layout.shardings.params if fmt == "t0_jax" else None  # straight into shards
-    loaded = auto.load_checkpoint(path, config=model.config, shardings=shardings,
-                                  with_optimizer_state=continuity == "restore"
-                                  and not checkpoints.has_trainer_opt_state(path))
+    try:
+        loaded = auto.load_checkpoint(path, config=model.config, shardings=shardings,
+                                      with_optimizer_state=continuity == "restore"
+                                      and not checkpoints.has_trainer_opt_state(path))
+    except convert_layout.CheckpointMismatchError as e:
+        raise _checkpoint_mismatch(path, model.config, e) from e
     start = int(loaded.step or 0) if continuity == "restore" else 0
     opt_state = None
     if continuity == "restore":
@@ -132,13 +139,44 @@ def _load_initial(path: str, model: EncoderDecoderModel, optimizer, layout,
         if checkpoints.has_trainer_opt_state(path):
             opt_state = checkpoints.restore_opt_state(path, target)
         elif getattr(loaded, "opt_state", None):
+            if model.config.scan_layers:
+                raise ConfigError(
+                    f"INITIAL_CHECKPOINT_PATH={path}: its Adafactor state is per layer and "
+                    "cannot continue in scanned layers (the two forms factor their slots "
+                    "differently); set SCAN_LAYERS=False (experiments/t0_continue_step.gin "
+                    "does) or OPTIMIZER_CONTINUITY='reset'.")
             opt_state = adafactor_lib.state_from_t5x(
                 loaded.opt_state["param_states"], start, loaded.params, model.params_axes())
     log.info("initial checkpoint %s (%s): step %d, optimizer state %s", path,
              getattr(loaded, "source_format", "?"), start,
              "restored" if opt_state is not None else "fresh")
-    state = state_from_params(loaded.params, optimizer, layout, step=start, opt_state=opt_state)
+    params = _in_model_form(loaded.params, model.config.scan_layers)
+    try:
+        state = state_from_params(params, optimizer, layout, step=start, opt_state=opt_state)
+    except ValueError as e:  # names the first parameter or slot that differs
+        raise ConfigError(f"INITIAL_CHECKPOINT_PATH={path}: {e}") from e
     return state, start
+
+
+def _in_model_form(params, scanned: bool):
+    """Per-layer (T5X, Hugging Face) or scanned parameters in the model's form (SCAN_LAYERS)."""
+    return stacking.scan_params(params) if scanned else stacking.unscan_params(params)
+
+
+def _checkpoint_mismatch(path: str, config: T5Config, error: Exception) -> ConfigError:
+    """The loader's list of differences, shortened to its first lines, with the gin fix."""
+    lines = [x.strip() for x in str(error).splitlines() if x.strip()]
+    kinds = ("wrong shape", "unexpected", "missing")  # a wrong shape tells the size best
+    diffs = sorted((x for x in lines[1:] if x.startswith(kinds)),
+                   key=lambda x: [x.startswith(k) for k in kinds].index(True))
+    shown = "; ".join(diffs[:3]) + (f"; … {len(diffs) - 3} more" if len(diffs) > 3 else "")
+    return ConfigError(
+        f"INITIAL_CHECKPOINT_PATH={path} holds a different model than MODEL_CONFIG "
+        f"(emb_dim={config.emb_dim}, num_heads={config.num_heads}, mlp_dim={config.mlp_dim}, "
+        f"layers={config.num_encoder_layers}+{config.num_decoder_layers}, vocab_size="
+        f"{config.vocab_size}): {shown or lines[0]}. Give the models/*.gin file of the "
+        "checkpoint's size after the experiment file (T0-3B: models/t5_1_1_lm100k_xl.gin, "
+        "T0-11B: models/t5_1_1_lm100k_xxl.gin); nothing was loaded.")
 
 
 def _vocab_reference(model_dir: pathlib.Path, vocab_path: Optional[str]) -> Optional[str]:
@@ -345,6 +383,23 @@ def _start_state(ckpt, program: "_Program", initial_checkpoint_path, continuity,
     return program.init_fn(jax.random.PRNGKey(seed)), 0, False
 
 
+def _out_of_memory(error, step: int, ckpt, program: "_Program", batch,
+                   num_microbatches: int) -> OutOfMemoryError:
+    """The run-time out-of-memory as one message: the newest checkpoint (kept) and the knobs
+    that lower the step's memory (t0_jax.train.memory_advice)."""
+    ckpt.wait()  # an in-flight save completes: it is the checkpoint a rerun resumes from
+    last = ckpt.latest_step()
+    mesh = program.layout.mesh
+    rules = "fsdp" if tuple(program.layout.rules) == tuple(axes_lib.FSDP_RULES) else "default"
+    advice = memory_advice.memory_advice(
+        program.model.config, batch_size=int(batch["encoder_input_tokens"].shape[0]),
+        num_microbatches=num_microbatches, num_partitions=mesh.shape["model"],
+        partition_rules=rules, num_devices=mesh.devices.size)
+    where = str(checkpoints.step_directory(ckpt.directory, last)) if last is not None else None
+    return memory_advice.out_of_memory_error(error, step=step, last_checkpoint=where,
+                                             advice=advice)
+
+
 def _loop(state: TrainState, batches_consumed: int, *, ckpt, program: "_Program",
           batch_source: BatchSource, resumed: bool, root: pathlib.Path, train_steps: int,
           seed: int, z_loss: float, loss_normalizing_factor, num_microbatches: int,
@@ -370,9 +425,14 @@ def _loop(state: TrainState, batches_consumed: int, *, ckpt, program: "_Program"
             if batch is None:
                 raise RuntimeError(f"the input pipeline ended after {batches_consumed} batches, "
                                    f"before TRAIN_STEPS={train_steps}; use a repeating source.")
-            state, step_metrics = jitted(state, batch)
+            try:
+                state, step_metrics = jitted(state, batch)
+                values = jax.device_get(step_metrics)
+            except jax.errors.JaxRuntimeError as e:
+                if not memory_advice.is_out_of_memory(e):
+                    raise
+                raise _out_of_memory(e, step + 1, ckpt, program, batch, num_microbatches) from e
             step, batches_consumed = step + 1, batches_consumed + 1
-            values = jax.device_get(step_metrics)
             _finite_or_raise(values, step, ckpt, root)
             window.add(values)
             if step % log_period == 0 or step == train_steps:
