@@ -12,7 +12,7 @@ compiled ahead of time for the slice through libtpu (REFERENCE.md §9) on this C
 compile takes minutes, so cases run one at a time.
 
     python -m bench.plans --out bench_out            # xl, xxl × v4-128, v3-256, v5e-256
-    python -m bench.plans --out bench_out --quick    # small on v4-8 (seconds)
+    python -m bench.plans --out bench_out --quick    # T5 small on v4-32 (a few minutes)
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from bench import records
 MODELS = {"xl": ("T0-3B (xl)", "models/t5_1_1_lm100k_xl.gin"), "xxl": ("T0-11B (xxl)", None),
           "small": ("T5 small", "models/t5_1_1_lm100k_small.gin")}
 SLICES = ("v4-128", "v3-256", "v5e-256")
-QUICK = [("small", "v4-8")]
+QUICK = [("small", "v4-32")]  # 32 devices: the T0 files' 16-way model axis × 2
 
 
 def command(model: str, topology: str) -> list[str]:
@@ -113,7 +113,7 @@ def section(record: dict) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(records.OUT_DIR))
-    parser.add_argument("--quick", action="store_true", help="small model on v4-8 only")
+    parser.add_argument("--quick", action="store_true", help="T5 small on v4-32 only")
     parser.add_argument("--models", default="xxl,xl", help=f"of {sorted(MODELS)}")
     parser.add_argument("--slices", default=",".join(SLICES))
     args = parser.parse_args(argv)

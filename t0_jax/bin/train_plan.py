@@ -75,7 +75,10 @@ def make_plan(flags: gin_flags.GinFlags) -> plan_lib.Plan:
         trainer.check_arguments).parameters})
     name = flags.options.get("topology")
     topology = topologies.parse(name) if name else None
-    devices = topologies.slice_devices(topology) if topology else jax.devices()
+    try:
+        devices = topologies.slice_devices(topology) if topology else jax.devices()
+    except topologies.TopologyUnavailableError as e:  # libtpu absent: a setup the user fixes
+        raise trainer.ConfigError(str(e)) from e
     target = f"{name} ({topology.libtpu_name})" if topology else f"this host ({len(devices)} × " \
         f"{devices[0].platform})"
     try:
@@ -111,6 +114,3 @@ def run(flags: gin_flags.GinFlags) -> int:
         return 2
     return 0
 
-
-# Errors a user causes on this path, beyond the trainer's: printed in one line, exit status 2.
-USER_ERRORS = (topologies.UnknownTopologyError, topologies.TopologyUnavailableError)
