@@ -105,8 +105,11 @@ def section(record: dict) -> list[str]:
              "temporaries | total / HBM | verdict | FLOPs/step | MFU bound | compile s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(c) for c in cases]
-    if cases:
-        lines += ["", "Command (one row): `" + cases[0]["command"] + "`"]
+    commands = {}
+    for c in cases:  # one command per model, the slice left as a placeholder
+        commands.setdefault(c["model"], c["command"].replace(f"--topology={c['topology']}",
+                                                              "--topology=SLICE"))
+    lines += [""] + [f"{model}: `{command}`" for model, command in commands.items()]
     return lines
 
 
