@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 import os
 import pathlib
 import shutil
@@ -42,6 +41,8 @@ from t0_jax.model.model import EncoderDecoderModel
 from t0_jax.optim import adafactor as adafactor_lib
 from t0_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
 from t0_jax.train import checkpoints, input_feed, metrics as metrics_lib, preemption, steps
+from t0_jax.train.finite import NonFiniteLossError  # noqa: F401 - part of this API
+from t0_jax.train.finite import finite_or_raise, params_finite_or_raise
 from t0_jax.train.input_source import BatchFunction, BatchSource, as_batch_source
 from t0_jax.train import memory_advice
 from t0_jax.train.memory_advice import OutOfMemoryError
@@ -57,10 +58,6 @@ StepCallback = Callable[[int, Mapping[str, float]], None]
 
 class ConfigError(ValueError):
     """A training configuration that cannot work; raised before any compute."""
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN/Inf; the newest checkpoint (if any) predates it."""
 
 
 @dataclasses.dataclass
@@ -204,37 +201,6 @@ class _Window:
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
         self.steps += 1
-
-
-def _finite_or_raise(values: Mapping[str, float], step: int, ckpt, model_dir,
-                     what: str = "") -> None:
-    loss = float(values["loss"])
-    if math.isfinite(loss):
-        return
-    what = what or f"loss is {loss}"
-    ckpt.wait()
-    last = ckpt.latest_step()
-    where = (f"the last good checkpoint is {checkpoints.step_directory(model_dir, last)}"
-             if last is not None else "no checkpoint was written yet")
-    raise NonFiniteLossError(
-        f"{what} at step {step}; training stopped and this state was NOT saved "
-        f"({where}). Lower LEARNING_RATE, check the data, keep activations in bfloat16/float32 "
-        "(not float16), or set a LOSS_NORMALIZING_FACTOR; rerunning resumes from that checkpoint.")
-
-
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    return jax.tree.reduce(lambda a, b: a & b,
-                           jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), tree), True)
-
-
-def _params_finite_or_raise(state: TrainState, step: int, ckpt, model_dir) -> None:
-    """The loss of step t is computed BEFORE update t, so a bad last update (e.g. a NaN
-    learning rate) shows only in the parameters: checked before they are saved."""
-    if bool(_all_finite(state.params)):
-        return
-    _finite_or_raise({"loss": float("nan")}, step, ckpt, model_dir,
-                     what="the parameters became non-finite")
 
 
 def _log_interval(writer, progress, window: _Window, step: int, *, step_flops: float,
@@ -433,7 +399,7 @@ def _loop(state: TrainState, batches_consumed: int, *, ckpt, program: "_Program"
                     raise
                 raise _out_of_memory(e, step + 1, ckpt, program, batch, num_microbatches) from e
             step, batches_consumed = step + 1, batches_consumed + 1
-            _finite_or_raise(values, step, ckpt, root)
+            finite_or_raise(values, step, ckpt, root)
             window.add(values)
             if step % log_period == 0 or step == train_steps:
                 scalars = _log_interval(writer, progress, window, step, step_flops=step_flops,
@@ -462,7 +428,7 @@ def save_checkpoint(state: TrainState, step: int, batches_consumed: int, *, ckpt
                     config, vocab: Optional[str], gin_config: str) -> None:
     """Checks the parameters, writes every host's input position, then starts the (async)
     Orbax save of `state`: a step Orbax finalizes always has its input state on disk."""
-    _params_finite_or_raise(state, step, ckpt, ckpt.directory)
+    params_finite_or_raise(state, step, ckpt, ckpt.directory)
     feed.save(ckpt.directory, step, batches_consumed)
     ckpt.save(state, batches_consumed=batches_consumed, config=config, vocab=vocab,
               gin_config=gin_config)
