@@ -36,6 +36,26 @@ from typing import Callable, Optional, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before any TensorFlow import (C++ side)
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+
+def _skip_absent_tpu() -> None:
+    """With libtpu installed (the `tpu`/`test` extras, for `--dry_run --topology`) on a host
+    without TPU chips, JAX's first backend start would load libtpu, which prints a screen of
+    warnings and then fails over to the CPU. Name the platforms there are instead; an explicit
+    $JAX_PLATFORMS wins, and slice descriptions for ahead-of-time plans need no TPU backend."""
+    import glob  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+
+    if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is None:
+        return
+    if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"):
+        return  # a TPU VM: let JAX find its chips
+    gpu = any(importlib.util.find_spec(name) is not None
+              for name in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
+    os.environ["JAX_PLATFORMS"] = "cuda,cpu" if gpu else "cpu"
+
+
+_skip_absent_tpu()
+
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEBUG_ENV = "T0_DEBUG"
 VERBOSE_FLAG = "--verbose"

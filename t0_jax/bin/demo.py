@@ -9,10 +9,13 @@ Without --checkpoint, every stage of the real recipe runs at toy scale, nothing 
   3. tasks       registry tasks per template + `_score_eval` twins; the mixture `synth_train`
                  (seen templates of the trained families, T0's cap); two families held out
                  entirely and two templates per trained family kept unseen
-  4. train       `t0-train` with gin/runs/train.gin + gin/experiments/demo.gin, in-process:
+  4. cache       the training split of every `synth_train` task in seqio's cache format,
+                 written by `t0-cache`'s Apache Beam pipeline (DirectRunner), table printed
+  5. train       `t0-train` with gin/runs/train.gin + gin/experiments/demo.gin from that cache
+                 (USE_CACHED_TASKS), in-process:
                  packed features, partitioned Adafactor trainer, Orbax checkpoint
-  5. score       `t0-score` (rank classification) on every template of every family
-  6. report      per family and kind (seen / unseen template / held-out family): median and
+  6. score       `t0-score` (rank classification) on every template of every family
+  7. report      per family and kind (seen / unseen template / held-out family): median and
                  spread over prompts against chance, the robustness plot, the paths
 With --checkpoint (HF, T5X or ours), training is skipped and the checkpoint is scored on
 MIXTURE (default t0_eval_score_eval): the datasets of it found in DATA_DIR (the rest are named).
@@ -87,7 +90,7 @@ def _synthetic_run(cfg: DemoConfig) -> dict:
     from t0_jax.data import sources, synthetic  # noqa: PLC0415 - data/ imports TensorFlow
 
     out = pathlib.Path(cfg.out_dir).absolute()
-    stage = _Stages(6)
+    stage = _Stages(7)
     data_dir, vocab_file = out / "data", out / "vocab" / "spiece.model"
     with stage(f"data: {len(synthetic.FAMILIES)} generated task families → {data_dir}"):
         written = synthetic.write_mirror(data_dir, seed=cfg.seed)
@@ -103,8 +106,12 @@ def _synthetic_run(cfg: DemoConfig) -> dict:
         sources.set_data_dir(data_dir)
         mixtures = synthetic.register(vocab_file)
         _print_mixtures(mixtures, synthetic)
-    with stage("train: t0-train " + " ".join(f"--gin_file={g}" for g in DEMO_GIN)):
-        result = _train(cfg, out / "model", data_dir, vocab_file)
+    cache_dir = out / "cache"
+    with stage(f"cache: t0-cache --mixture {synthetic.TRAIN_MIXTURE} (Apache Beam) → {cache_dir}"):
+        _cache(synthetic.TRAIN_MIXTURE, cache_dir, data_dir, vocab_file)
+    with stage("train: t0-train " + " ".join(f"--gin_file={g}" for g in DEMO_GIN)
+               + " --gin.USE_CACHED_TASKS=True"):
+        result = _train(cfg, out / "model", data_dir, vocab_file, cache_dir)
     step_dir = _step_directory(result)
     eval_mixture = cfg.eval_mixture or synthetic.EVAL_MIXTURE
     with stage(f"score: t0-score on {eval_mixture} (rank classification)"):
@@ -138,12 +145,32 @@ def _print_mixtures(mixtures: dict, synthetic) -> None:
             print(f"    {name}: {len(rates)} tasks")
 
 
-def _train(cfg: DemoConfig, model_dir, data_dir, vocab_file):
+def _cache(mixture: str, cache_dir, data_dir, vocab_file) -> None:
+    """The training split of every task of `mixture` in seqio's cache format, written by the
+    same Beam pipeline as `t0-cache` (in-process: the demo's tasks are registered here, not in
+    the catalogue). A rerun finds the tasks COMPLETED and skips them."""
+    from t0_jax.bin import cache as cache_main  # noqa: PLC0415
+    from t0_jax.data import cache_build  # noqa: PLC0415 - data/ imports TensorFlow
+
+    print(f"    t0-cache --mixture {mixture} --splits train --output_cache_dir {cache_dir} "
+          f"--data_dir {data_dir} --vocab_path {vocab_file} --min_shards 2", flush=True)
+    report = cache_build.cache_tasks([mixture], str(cache_dir), splits=["train"],
+                                     data_dir=str(data_dir), vocab_path=str(vocab_file),
+                                     min_shards=2, progress=lambda line: None)
+    lines = cache_main.table(report)
+    print("\n".join("    " + line for line in lines[:2] + lines[2:-1][:6]), flush=True)
+    if len(lines) > 9:
+        print(f"    ... {len(lines) - 9} more tasks", flush=True)
+    print("    " + lines[-1], flush=True)
+
+
+def _train(cfg: DemoConfig, model_dir, data_dir, vocab_file, cache_dir):
     from t0_jax.bin import train as train_main  # noqa: PLC0415
 
     argv = [f"--gin_file={g}" for g in DEMO_GIN] + [
         f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_DIR={data_dir}",
-        f"--gin.VOCAB_PATH={vocab_file}", f"--gin.SEED={cfg.seed}"]
+        f"--gin.VOCAB_PATH={vocab_file}", f"--gin.SEED={cfg.seed}",
+        "--gin.USE_CACHED_TASKS=True", f"--seqio_additional_cache_dirs={cache_dir}"]
     argv += [f"--gin_bindings={b}" for b in cfg.gin_bindings]
     if not cfg.progress:
         argv.append("--gin_bindings=train.progress_bar = False")
