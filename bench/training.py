@@ -11,6 +11,14 @@ the peer is `T5ForConditionalGeneration` + `transformers.optimization.Adafactor(
 scale_parameter=True, relative_step=False, warmup_init=False, clip_threshold=1.0,
 decay_rate=-0.8)`. Both minimise mean token cross-entropy (ours: summed loss / real target
 tokens, z-loss 0 so the losses are comparable), so their first-step losses must match.
+Besides wall time, each side's process CPU time per step is recorded: on a shared machine it
+tracks the work done, where wall time tracks the neighbours (torch's OpenMP threads also spin
+while they wait, which CPU time counts).
+
+Step memory (CPU, compiled ahead of time, never run): XLA's memory analysis of the real train
+step for the small preset at 1024/256 packed, bf16 activations, batch `--memory-batch`. The
+"before" figure is what the same function gave with the per-row relative-position bias
+(commit 4f699d1, jax 0.10.2), kept as a constant because that code is gone.
 
 GPU: the presets at 1024/256 with packed synthetic batches (bf16 activations, fp32 parameters),
 tokens/s and MFU with the trainer's FLOP count (`t0_jax.train.metrics.flops_per_sequence`,
@@ -30,6 +38,9 @@ from bench import records
 
 CPU_LENGTHS = (256, 64)
 GPU_LENGTHS = (1024, 256)
+# Temporaries of the compiled small step (1024/256 packed, bf16, batch 8) with the old per-row
+# [b, h, q, k] relative-position bias, measured by `step_memory` at commit 4f699d1 (jax 0.10.2).
+BEFORE_BIAS_CHANGE = {"batch": 8, "temp_bytes": 10_926_851_536, "commit": "4f699d1"}
 GPU_BATCH = {"tiny": 64, "small": 128, "base": 64, "large": 32, "xl": 16}
 HF_ADAFACTOR = dict(lr=1e-3, scale_parameter=True, relative_step=False, warmup_init=False,
                     clip_threshold=1.0, decay_rate=-0.8)
@@ -115,35 +126,42 @@ def our_trainer(model, params=None, *, learning_rate: float = 1e-3, z_loss: floa
 
 
 def time_ours(state, step, layout, batches: Sequence[dict], warmup: int = 1):
-    """(compile+first steps s, [seconds per timed step], [loss per step]); blocks every step on
-    the metrics, as the trainer's loop does."""
+    """(compile+first steps s, [seconds per timed step], [loss per step], state); blocks every
+    step on the metrics, as the trainer's loop does."""
+    return time_ours_with_cpu(state, step, layout, batches, warmup)[:4]
+
+
+def time_ours_with_cpu(state, step, layout, batches: Sequence[dict], warmup: int = 1):
+    """`time_ours` and, last, [process CPU seconds per timed step]."""
     import jax  # noqa: PLC0415
 
     from t0_jax.parallel import host_arrays  # noqa: PLC0415
 
     device_batches = [host_arrays.host_to_global(b, layout.mesh) for b in batches]
-    losses, times = [], []
+    losses, times, cpu = [], [], []
     with records.Stopwatch() as first:
         for b in device_batches[:warmup]:
             state, metrics = step(state, b)
             losses.append(float(jax.device_get(metrics["loss"])))
     for b in device_batches[warmup:]:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         state, metrics = step(state, b)
         losses.append(float(jax.device_get(metrics["loss"])))
         times.append(time.perf_counter() - start)
-    return first.seconds, times, losses, state
+        cpu.append(time.process_time() - start_cpu)
+    return first.seconds, times, losses, state, cpu
 
 
 def time_hf(hf_model, batches: Sequence[dict], warmup: int = 1, device: str = "cpu"):
-    """Same protocol for the PyTorch peer: forward, backward, Adafactor step, loss.item()."""
+    """Same protocol for the PyTorch peer: forward, backward, Adafactor step, loss.item().
+    Returns ([wall s per timed step], [loss per step], [process CPU s per timed step])."""
     from transformers.optimization import Adafactor  # noqa: PLC0415
 
     hf_model.train()
     optimizer = Adafactor(hf_model.parameters(), **HF_ADAFACTOR)
-    losses, times = [], []
+    losses, times, cpu = [], [], []
     for i, b in enumerate(batches):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         loss = hf_model(**_hf_inputs(b, device)).loss
         loss.backward()
         optimizer.step()
@@ -151,7 +169,8 @@ def time_hf(hf_model, batches: Sequence[dict], warmup: int = 1, device: str = "c
         losses.append(float(loss.item()))
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return times, losses
+            cpu.append(time.process_time() - start_cpu)
+    return times, losses, cpu
 
 
 def tokens(batch: dict[str, np.ndarray]) -> int:
@@ -178,18 +197,65 @@ def compare_cpu(preset: str = "small", layers: int | None = 4, lengths=CPU_LENGT
     batches = [unpacked_batch(rng, batch, *lengths, min(config.vocab_size, 32000))
                for _ in range(warmup + steps)]
     state, step, layout = our_trainer(model, loaded.params)
-    first_s, ours_t, ours_loss, _ = time_ours(state, step, layout, batches, warmup)
-    hf_t, hf_loss = time_hf(hf_model, batches, warmup)
+    first_s, ours_t, ours_loss, _, ours_cpu = time_ours_with_cpu(state, step, layout, batches,
+                                                                 warmup)
+    hf_t, hf_loss, hf_cpu = time_hf(hf_model, batches, warmup)
     n_tok = sum(tokens(b) for b in batches[warmup:])
     ours_s, hf_s = float(np.sum(ours_t)), float(np.sum(hf_t))
+    ours_c, hf_c = float(np.sum(ours_cpu)), float(np.sum(hf_cpu))
     return {"preset": preset, "layers": config.num_encoder_layers, "lengths": list(lengths),
             "batch": batch, "steps": steps, "num_params": config.num_params(),
             "ours_step_s": ours_s / steps, "hf_step_s": hf_s / steps,
             "ours_tokens_per_s": n_tok / ours_s, "hf_tokens_per_s": n_tok / hf_s,
             "speedup": hf_s / ours_s, "ours_compile_s": first_s - ours_s / steps,
+            "ours_cpu_s": ours_c / steps, "hf_cpu_s": hf_c / steps, "cpu_speedup": hf_c / ours_c,
+            "load_avg_1m": records.machine()["load_avg_1m"],
             "ours_losses": ours_loss, "hf_losses": hf_loss,
             "first_loss_rel_diff": abs(ours_loss[0] - hf_loss[0]) / abs(hf_loss[0]),
             "max_loss_rel_diff": max(abs(a - b) / abs(b) for a, b in zip(ours_loss, hf_loss))}
+
+
+# ----------------------------------------------------------------------------- step memory
+
+
+def abstract_batch(batch: int, li: int, lt: int, packed: bool = True) -> dict:
+    """ShapeDtypeStructs of a (packed) seqio batch: all features int32 [b, L]."""
+    import jax  # noqa: PLC0415
+
+    names = [("encoder_input_tokens", li), ("decoder_target_tokens", lt),
+             ("decoder_input_tokens", lt), ("decoder_loss_weights", lt)]
+    if packed:
+        names += [("encoder_segment_ids", li), ("encoder_positions", li),
+                  ("decoder_segment_ids", lt), ("decoder_positions", lt)]
+    return {k: jax.ShapeDtypeStruct((batch, n), np.int32) for k, n in names}
+
+
+def step_memory(preset: str = "small", batch: int = 8, lengths=GPU_LENGTHS,
+                dtype: str = "bfloat16") -> dict:
+    """XLA's memory analysis of the compiled train step (compiled ahead of time, never run):
+    the temporaries are the activations kept for backward plus scratch."""
+    import jax  # noqa: PLC0415
+
+    from t0_jax.model.axes import DEFAULT_RULES  # noqa: PLC0415
+    from t0_jax.model.config import get_config  # noqa: PLC0415
+    from t0_jax.model.model import EncoderDecoderModel  # noqa: PLC0415
+    from t0_jax.parallel import mesh as mesh_lib  # noqa: PLC0415
+    from t0_jax.train import state as state_lib, steps  # noqa: PLC0415
+
+    model = EncoderDecoderModel(get_config(preset, dtype=dtype))
+    mesh = mesh_lib.make_mesh(1, devices=jax.devices()[:1])
+    optimizer = state_lib.make_optimizer(model.params_axes())
+    layout = state_lib.state_layout(model, optimizer, mesh, DEFAULT_RULES)
+    step = steps.jit_train_step(layout, model=model, optimizer=optimizer, dropout_seed=0,
+                                z_loss=1e-4, loss_normalizing_factor=None, num_microbatches=1)
+    with records.Stopwatch() as clock:
+        compiled = step.lower(layout.abstract, abstract_batch(batch, *lengths)).compile()
+    mem = compiled.memory_analysis()
+    return {"preset": preset, "batch": batch, "lengths": list(lengths), "dtype": dtype,
+            "packed": True, "compile_s": clock.seconds,
+            "temp_bytes": int(mem.temp_size_in_bytes),
+            "argument_bytes": int(mem.argument_size_in_bytes),
+            "output_bytes": int(mem.output_size_in_bytes)}
 
 
 # ----------------------------------------------------------------------------- GPU / MFU
@@ -237,6 +303,57 @@ def mfu_run(preset: str, batch: int, lengths=GPU_LENGTHS, steps: int = 10, warmu
             "peak_device_bytes": stats.get("peak_bytes_in_use"), "final_loss": losses[-1]}
 
 
+def _cpu_lines(r: dict, c: dict) -> list[str]:
+    rows = [("step wall time (s)", f"{c['ours_step_s']:.2f}", f"{c['hf_step_s']:.2f}"),
+            ("step CPU time (s)", f"{c['ours_cpu_s']:.2f}", f"{c['hf_cpu_s']:.2f}"),
+            ("real tokens/s", f"{c['ours_tokens_per_s']:.0f}", f"{c['hf_tokens_per_s']:.0f}"),
+            ("speed-up, wall (CPU time)", f"{c['speedup']:.2f}× ({c['cpu_speedup']:.2f}×)", "1×"),
+            ("step-1 loss", f"{c['ours_losses'][0]:.4f}", f"{c['hf_losses'][0]:.4f}")]
+    return [f"CPU (`{r.get('jax_device', 'cpu')}`), identical random weights and unpacked "
+            f"batches: T5 v1.1 small shape with {c['layers']}+{c['layers']} layers "
+            f"({c['num_params'] / 1e6:.0f} M params), {c['lengths'][0]}/{c['lengths'][1]} tokens, "
+            f"batch {c['batch']}, fp32, {c['steps']} timed steps after 1 warm-up, both sides in "
+            f"one run; PyTorch peer: `T5ForConditionalGeneration` + `transformers` Adafactor "
+            f"(torch threads {r['torch_threads']}). Load average while measuring: "
+            f"{c.get('load_avg_1m', 'n/a')} (wall time follows the neighbours on a shared "
+            "machine; process CPU time follows the work).", "",
+            "|  | ours (JAX, T5X Adafactor) | HF PyTorch + Adafactor |", "|---|---|---|",
+            *[f"| {a} | {b} | {h} |" for a, b, h in rows],
+            "", f"First-step losses differ by {c['first_loss_rel_diff']:.1e} (relative); our "
+            f"compile time {c['ours_compile_s']:.1f} s.", ""]
+
+
+def _memory_lines(m: dict) -> list[str]:
+    before = BEFORE_BIAS_CHANGE
+    same_batch = m["batch"] == before["batch"]
+    rows = [f"| per-row [b, h, q, k] bias (commit {before['commit']}) | {before['batch']} | "
+            f"{before['temp_bytes'] / 2**30:.2f} |",
+            f"| bias once per stack [1, h, q, k] | {m['batch']} | {m['temp_bytes'] / 2**30:.2f} |"]
+    change = (f" Change: {(m['temp_bytes'] - before['temp_bytes']) / 2**20:+.0f} MiB."
+              if same_batch else "")
+    return ["Temporaries (activations kept for backward and scratch) of the compiled train step, "
+            "XLA memory analysis on CPU: small preset, 1024/256 packed, bf16 activations, "
+            "Adafactor, one device." + change, "",
+            "| relative-position bias | batch | temporaries (GiB) |", "|---|---|---|", *rows, ""]
+
+
+def section(record: dict) -> list[str]:
+    """Markdown for docs/benchmarks.md: CPU step vs PyTorch, step memory, GPU MFU rows."""
+    out = ["## Training step", ""]
+    if "cpu" in record:
+        out += _cpu_lines(record, record["cpu"])
+    if "memory" in record:
+        out += _memory_lines(record["memory"])
+    for preset, g in (record.get("gpu") or {}).items():
+        mfu = "n/a" if g["mfu"] is None else f"{g['mfu']:.3f}"
+        out += [f"- GPU {preset}: batch {g['batch']}, {g['tokens_per_s']:.0f} tokens/s, "
+                f"{g['tflops_per_s']:.1f} TFLOP/s, MFU {mfu} ({record.get('jax_device')})"]
+    if not record.get("gpu"):
+        out += ["GPU (bf16, 1024/256 packed, MFU): none in this run; "
+                "`python -m bench.training --device gpu` on one."]
+    return out + [""]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
@@ -247,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=4, help="CPU: layers per stack")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--memory-batch", type=int, default=8, help="CPU: batch of the "
+                        "compiled small 1024/256 step whose memory is analysed (0: skip)")
     parser.add_argument("--out", default=str(records.OUT_DIR))
     args = parser.parse_args(argv)
     import jax  # noqa: PLC0415
@@ -260,7 +379,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         out["cpu"] = r
         print(f"CPU small({args.layers}+{args.layers} layers) {r['lengths']} batch {r['batch']}: "
               f"ours {r['ours_tokens_per_s']:.0f} tok/s, HF {r['hf_tokens_per_s']:.0f} tok/s "
-              f"({r['speedup']:.2f}x), first-step loss rel diff {r['first_loss_rel_diff']:.1e}")
+              f"({r['speedup']:.2f}x wall, {r['cpu_speedup']:.2f}x CPU time), first-step loss "
+              f"rel diff {r['first_loss_rel_diff']:.1e}")
+        if args.memory_batch:
+            m = out["memory"] = step_memory("small", args.memory_batch)
+            print(f"compiled small step 1024/256 packed batch {m['batch']}: temporaries "
+                  f"{m['temp_bytes'] / 2**30:.2f} GiB (per-row bias before: "
+                  f"{BEFORE_BIAS_CHANGE['temp_bytes'] / 2**30:.2f} GiB at batch 8)")
     else:
         out["gpu"] = {}
         for preset in args.presets.split(","):
@@ -270,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"GPU {preset} batch {r['batch']}: {r['tokens_per_s']:.0f} tok/s, "
                   f"MFU {r['mfu'] if r['mfu'] is None else round(r['mfu'], 3)}")
     out["jax_device"] = records.accelerator()
+    out["machine"] = records.machine()
     print(f"wrote {records.write_json('training', out, args.out)}")
     return 0
 

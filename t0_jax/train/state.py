@@ -125,11 +125,11 @@ def state_from_params(params, optimizer: Optimizer, layout: StateLayout, *, step
     params = jax.device_put(params, layout.shardings.params)
     if opt_state is None:
         opt_state = jax.jit(optimizer.tx.init, out_shardings=layout.shardings.opt_state)(params)
-        opt_state = adafactor_lib.set_step(opt_state, step)
     else:
         _check_shapes(opt_state, layout.abstract.opt_state, "initial checkpoint optimizer state")
-        opt_state = jax.device_put(adafactor_lib.set_step(opt_state, step),
-                                   layout.shardings.opt_state)
+    # set_step makes a new count array: place it too, or the first step's input shardings differ
+    # from every later step's and the train step is compiled twice.
+    opt_state = jax.device_put(adafactor_lib.set_step(opt_state, step), layout.shardings.opt_state)
     step_arr = jax.device_put(jnp.asarray(step, jnp.int32), layout.shardings.step)
     return TrainState(step_arr, params, opt_state)
 

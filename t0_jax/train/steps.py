@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from t0_jax.model import cpu_compile
 from t0_jax.train.state import Optimizer, TrainState
 
 NUM_REAL_TARGET_TOKENS = "NUM_REAL_TARGET_TOKENS"
@@ -127,4 +128,5 @@ def jit_train_step(layout, *, model, optimizer: Optimizer, dropout_seed: int, z_
     in_shardings = (layout.shardings, batch_shardings) if batch_shardings else None
     kwargs = {"in_shardings": in_shardings} if in_shardings else {}
     return layout.bind(jax.jit(step, out_shardings=(layout.shardings, None), donate_argnums=(0,),
+                               compiler_options=cpu_compile.compiler_options(layout.mesh.devices),
                                **kwargs))
