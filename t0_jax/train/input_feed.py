@@ -153,8 +153,12 @@ class Feed:
                         step, batches_consumed * self.seconds_per_batch)
         return ok
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread and wait for it (a thread left inside native code can abort the
+        interpreter at exit)."""
         self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
 
 def open_feed(source: BatchSource, mesh, *, model_dir: pathlib.Path, step: int,
