@@ -231,18 +231,32 @@ def abstract_batch(batch: int, li: int, lt: int, packed: bool = True) -> dict:
 
 
 def step_memory(preset: str = "small", batch: int = 8, lengths=GPU_LENGTHS,
-                dtype: str = "bfloat16") -> dict:
+                dtype: str = "bfloat16", cpu_options: bool = True) -> dict:
     """XLA's memory analysis of the compiled train step (compiled ahead of time, never run):
-    the temporaries are the activations kept for backward plus scratch."""
+    the temporaries are the activations kept for backward plus scratch. `cpu_options=False`
+    compiles without `t0_jax.model.cpu_compile`'s options (XLA:CPU defaults, as "before")."""
+    from t0_jax.model import cpu_compile  # noqa: PLC0415
+    from t0_jax.model.config import get_config  # noqa: PLC0415
+
+    saved = dict(cpu_compile.CPU_COMPILER_OPTIONS)
+    if not cpu_options:
+        cpu_compile.CPU_COMPILER_OPTIONS.clear()
+    try:
+        return _compiled_memory(get_config(preset, dtype=dtype), batch, lengths, cpu_options)
+    finally:
+        cpu_compile.CPU_COMPILER_OPTIONS.update(saved)
+
+
+def _compiled_memory(config, batch: int, lengths, cpu_options: bool) -> dict:
+    """Compile the step for `config` and read XLA's memory analysis."""
     import jax  # noqa: PLC0415
 
     from t0_jax.model.axes import DEFAULT_RULES  # noqa: PLC0415
-    from t0_jax.model.config import get_config  # noqa: PLC0415
     from t0_jax.model.model import EncoderDecoderModel  # noqa: PLC0415
     from t0_jax.parallel import mesh as mesh_lib  # noqa: PLC0415
     from t0_jax.train import state as state_lib, steps  # noqa: PLC0415
 
-    model = EncoderDecoderModel(get_config(preset, dtype=dtype))
+    model = EncoderDecoderModel(config)
     mesh = mesh_lib.make_mesh(1, devices=jax.devices()[:1])
     optimizer = state_lib.make_optimizer(model.params_axes())
     layout = state_lib.state_layout(model, optimizer, mesh, DEFAULT_RULES)
@@ -251,8 +265,8 @@ def step_memory(preset: str = "small", batch: int = 8, lengths=GPU_LENGTHS,
     with records.Stopwatch() as clock:
         compiled = step.lower(layout.abstract, abstract_batch(batch, *lengths)).compile()
     mem = compiled.memory_analysis()
-    return {"preset": preset, "batch": batch, "lengths": list(lengths), "dtype": dtype,
-            "packed": True, "compile_s": clock.seconds,
+    return {"batch": batch, "lengths": list(lengths), "dtype": str(config.dtype),
+            "packed": True, "cpu_options": cpu_options, "compile_s": clock.seconds,
             "temp_bytes": int(mem.temp_size_in_bytes),
             "argument_bytes": int(mem.argument_size_in_bytes),
             "output_bytes": int(mem.output_size_in_bytes)}
@@ -323,12 +337,15 @@ def _cpu_lines(r: dict, c: dict) -> list[str]:
             f"compile time {c['ours_compile_s']:.1f} s.", ""]
 
 
-def _memory_lines(m: dict) -> list[str]:
+def _memory_lines(m: dict, with_options: dict | None) -> list[str]:
     before = BEFORE_BIAS_CHANGE
     same_batch = m["batch"] == before["batch"]
     rows = [f"| per-row [b, h, q, k] bias (commit {before['commit']}) | {before['batch']} | "
             f"{before['temp_bytes'] / 2**30:.2f} |",
             f"| bias once per stack [1, h, q, k] | {m['batch']} | {m['temp_bytes'] / 2**30:.2f} |"]
+    if with_options:
+        rows.append(f"| same, with the train step's XLA:CPU options (YNNPACK for matmuls only) | "
+                    f"{with_options['batch']} | {with_options['temp_bytes'] / 2**30:.2f} |")
     change = (f" Change: {(m['temp_bytes'] - before['temp_bytes']) / 2**20:+.0f} MiB."
               if same_batch else "")
     return ["Temporaries (activations kept for backward and scratch) of the compiled train step, "
@@ -343,7 +360,7 @@ def section(record: dict) -> list[str]:
     if "cpu" in record:
         out += _cpu_lines(record, record["cpu"])
     if "memory" in record:
-        out += _memory_lines(record["memory"])
+        out += _memory_lines(record["memory"], record.get("memory_cpu_options"))
     for preset, g in (record.get("gpu") or {}).items():
         mfu = "n/a" if g["mfu"] is None else f"{g['mfu']:.3f}"
         out += [f"- GPU {preset}: batch {g['batch']}, {g['tokens_per_s']:.0f} tokens/s, "
@@ -382,9 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"({r['speedup']:.2f}x wall, {r['cpu_speedup']:.2f}x CPU time), first-step loss "
               f"rel diff {r['first_loss_rel_diff']:.1e}")
         if args.memory_batch:
-            m = out["memory"] = step_memory("small", args.memory_batch)
+            m = out["memory"] = step_memory("small", args.memory_batch, cpu_options=False)
+            o = out["memory_cpu_options"] = step_memory("small", args.memory_batch)
             print(f"compiled small step 1024/256 packed batch {m['batch']}: temporaries "
-                  f"{m['temp_bytes'] / 2**30:.2f} GiB (per-row bias before: "
+                  f"{m['temp_bytes'] / 2**30:.2f} GiB, {o['temp_bytes'] / 2**30:.2f} GiB with "
+                  f"the CPU options (per-row bias before: "
                   f"{BEFORE_BIAS_CHANGE['temp_bytes'] / 2**30:.2f} GiB at batch 8)")
     else:
         out["gpu"] = {}
