@@ -5,6 +5,7 @@ numbers are copied from bench_out/*.json, never typed in, so the page always mat
 """
 from __future__ import annotations
 
+import importlib
 from typing import Optional
 
 
@@ -98,42 +99,6 @@ SCORER_FINDINGS = (
 )
 
 
-def training_section(r: dict) -> list[str]:
-    out = ["## Training step", ""]
-    if "cpu" in r:
-        c = r["cpu"]
-        out += [f"CPU (`{r['jax_device']}`), identical random weights and identical unpacked "
-                f"batches: T5 v1.1 small shape with {c['layers']}+{c['layers']} layers "
-                f"({c['num_params'] / 1e6:.0f} M params), {c['lengths'][0]}/{c['lengths'][1]} "
-                f"tokens, batch {c['batch']}, fp32, {c['steps']} timed steps after 1 warm-up; "
-                f"PyTorch peer: `T5ForConditionalGeneration` + `transformers` Adafactor "
-                f"(torch threads {r['torch_threads']}).", ""]
-        out += _table(["", "ours (JAX, T5X Adafactor)", "HF PyTorch + Adafactor"], [
-            ["step time (s)", _f(c["ours_step_s"]), _f(c["hf_step_s"])],
-            ["real tokens/s", _f(c["ours_tokens_per_s"], 0), _f(c["hf_tokens_per_s"], 0)],
-            ["speed-up", f"{_f(c['speedup'])}×", "1×"],
-            ["step-1 loss", _f(c["ours_losses"][0], 4), _f(c["hf_losses"][0], 4)],
-            [f"loss after {len(c['ours_losses'])} steps", _f(c["ours_losses"][-1], 4),
-             _f(c["hf_losses"][-1], 4)]])
-        out += [f"First-step losses differ by {c['first_loss_rel_diff']:.1e} (relative): same "
-                "weights, same batch, same mean token cross-entropy. Later steps drift slightly "
-                "because the two Adafactors factor a few small tensors differently (T5X factors "
-                "only dims ≥ 128, along logical axes). Our compile time: "
-                f"{_f(c['ours_compile_s'], 1)} s.", ""]
-    if r.get("gpu"):
-        rows = [[p, _f(g["num_params"] / 1e6, 0) + " M", str(g["batch"]), g["remat"],
-                 _f(g["step_s"], 3), _f(g["tokens_per_s"], 0), _f(g["tflops_per_s"], 1),
-                 _f(g["mfu"], 3), _f((g["peak_device_bytes"] or 0) / 2**30, 1)]
-                for p, g in r["gpu"].items()]
-        out += _table(["preset", "params", "batch", "remat", "step (s)", "tokens/s",
-                       "TFLOP/s", "MFU", "peak GiB"], rows)
-    else:
-        out += ["GPU (bf16, 1024/256 packed, MFU): no GPU was available in this session; run "
-                "`python -m bench.training --device gpu` on one (H100 peak 989 TFLOP/s, FLOPs "
-                "as in REFERENCE.md §7 via `t0_jax.train.metrics.flops_per_sequence`).", ""]
-    return out + [_machine_line(r), ""]
-
-
 def pipeline_section(r: dict) -> list[str]:
     p, u, t = r["packed"], r["unpacked"], r["trainer"]
     out = ["## Input pipeline", "",
@@ -194,9 +159,22 @@ def memory_section(r: dict) -> list[str]:
     return out + [_machine_line(r), ""]
 
 
-SECTIONS = (("scoring", scoring_section), ("training", training_section),
-            ("pipeline", pipeline_section), ("registration", registration_section),
-            ("memory", memory_section))
+def _module_section(module: str):
+    """`bench.<module>.section`, imported when its JSON is rendered (those modules import
+    JAX/TensorFlow; this page's own sections need neither)."""
+
+    def render(record: dict) -> list[str]:
+        return importlib.import_module(f"bench.{module}").section(record)
+
+    return render
+
+
+SECTIONS = (("scoring", scoring_section), ("scoring_process", _module_section("scoring_process")),
+            ("training", _module_section("training")), ("plans", _module_section("plans")),
+            ("pipeline", pipeline_section), ("input_render", _module_section("input_render")),
+            ("input_cache", _module_section("input_cache")),
+            ("input_resume", _module_section("input_resume")),
+            ("registration", registration_section), ("memory", memory_section))
 
 
 def render(results: dict[str, dict], commands: list[str], notes: list[str]) -> str:

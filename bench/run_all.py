@@ -28,7 +28,16 @@ CPU_SET = {
     "pipeline": ["--batches", "30", "--batch-size", "32", "--train-batch", "2"],
     "registration": ["--repeats", "3"],
     "memory": ["--cases", "score-tiny,score-small,train-tiny,train-small"],
+    # input path (issue 10): on-the-fly rendering by workers, Beam caches, resume cost
+    "input_render": [],
+    "input_cache": [],
+    "input_resume": ["--steps", "10,500,2000", "--repeats", "2"],
+    # one whole t0-score process over 4 prompts vs the t-zero loop (issue 11)
+    "scoring_process": ["--examples", "120", "--threads", "2"],
 }
+# Rendered when their JSON is there, never run by default: each plan compiles a T0-3B/T0-11B
+# step for a TPU slice (10+ minutes apiece on 2 cores). `python -m bench.plans` writes it.
+RENDER_ONLY = ("plans",)
 QUICK = {  # a few minutes: checks the whole chain, numbers are not meaningful
     "scoring": ["--presets", "small", "--examples", "8", "--templates", "1"],
     "training": ["--layers", "1", "--steps", "2"],
@@ -36,6 +45,10 @@ QUICK = {  # a few minutes: checks the whole chain, numbers are not meaningful
                  "--train-steps", "1"],
     "registration": ["--repeats", "1"],
     "memory": ["--cases", "score-tiny,train-tiny"],
+    "input_render": ["--quick"],
+    "input_cache": ["--quick"],
+    "input_resume": ["--steps", "10,50", "--repeats", "1"],
+    "scoring_process": ["--quick"],
 }
 
 
@@ -77,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failures.append(name)
     if runs:  # kept for --render-only
         records.write_json("run_all", {"runs": runs, "quick": args.quick}, args.json_dir)
-    results = {n: r for n in CPU_SET if (r := records.read_json(n, args.json_dir)) is not None}
+    results = {n: r for n in (*CPU_SET, *RENDER_ONLY)
+               if (r := records.read_json(n, args.json_dir)) is not None}
     last = records.read_json("run_all", args.json_dir) or {}
     notes = [f"Last `run_all` ({last['machine']['date']}): " + ", ".join(
         f"{n} {r['seconds']:.0f} s" for n, r in last["runs"].items())
@@ -88,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         notes.append("Quick mode (`--quick`): toy sizes, the figures are not meaningful.")
     commands = [" ".join(["python -m bench." + n, *plan[n]]) for n in CPU_SET]
-    commands += ["python -m bench.scoring --device gpu --dtype bfloat16   # on a GPU",
+    commands += ["python -m bench.plans                                   # TPU plans, ~1 h",
+                 "python -m bench.scoring --device gpu --dtype bfloat16   # on a GPU",
+                 "python -m bench.scoring_process --device gpu            # on a GPU",
                  "python -m bench.training --device gpu                   # on a GPU"]
     page = report.render(results, commands, notes)
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
