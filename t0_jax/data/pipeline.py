@@ -55,13 +55,16 @@ def _check_sharding(batch_size: int, shard_index: int, num_shards: int) -> int:
 def features_dataset(name: str, split: str, feature_lengths: Mapping[str, int], *,
                      pack: bool, shuffle: bool, seed: Optional[int], shard_index: int = 0,
                      num_shards: int = 1, num_epochs: Optional[int] = None,
-                     passthrough_features=None, use_cached: bool = False) -> tf.data.Dataset:
+                     passthrough_features=None, use_cached: bool = False,
+                     try_in_mem_cache: bool = True) -> tf.data.Dataset:
     """Unbatched model features of a task or mixture (tf.data); `use_cached` reads the seqio
-    caches (TFRecords) of the tasks instead of rendering them."""
+    caches (TFRecords) of the tasks instead of rendering them. `try_in_mem_cache`: seqio keeps
+    tasks under 10,000 examples in memory (`Dataset.cache()`), which tf.data cannot save in an
+    iterator checkpoint: training turns it off so its input state can be saved."""
     ds = _provider(name).get_dataset(
         sequence_length=dict(feature_lengths), split=split, shuffle=shuffle, seed=seed,
         shard_info=seqio.ShardInfo(shard_index, num_shards), num_epochs=num_epochs,
-        use_cached=use_cached)
+        use_cached=use_cached, try_in_mem_cache=try_in_mem_cache)
     return _converter(pack, passthrough_features)(ds, dict(feature_lengths))
 
 
@@ -78,7 +81,7 @@ def train_dataset(name: str, split: str, feature_lengths: Mapping[str, int], bat
     local = _check_sharding(batch_size, shard_index, num_shards)
     ds = features_dataset(name, split, feature_lengths, pack=pack, shuffle=shuffle, seed=seed,
                           shard_index=shard_index, num_shards=num_shards, num_epochs=None,
-                          use_cached=use_cached)
+                          use_cached=use_cached, try_in_mem_cache=False)
     options = tf.data.Options()
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     return _deterministic(ds.batch(local, drop_remainder=True)).with_options(options)
