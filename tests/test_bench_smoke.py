@@ -94,6 +94,6 @@ def test_report_renders_measured_training(training_result):
     result = {"machine": records.machine(), "device": "cpu", "torch_threads": 1,
               "jax_device": "cpu", "cpu": training_result}
     page = report.render({"training": result}, ["python -m bench.training"], [])
-    assert "## Training step" in page and "no GPU was available" in page
+    assert "## Training step" in page and "GPU (bf16, 1024/256 packed, MFU): none" in page
     assert f"{training_result['speedup']:,.2f}×" in page
     assert "## Scoring" in page and "_not run in this session_" in page
