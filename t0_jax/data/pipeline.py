@@ -37,10 +37,11 @@ def _converter(pack: bool, passthrough_features=None) -> seqio.EncDecFeatureConv
 def _provider(name: str):
     try:
         return seqio.get_mixture_or_task(name)
-    except ValueError as e:
-        raise ValueError(f"no seqio task or mixture named {name!r} is registered; call "
-                         "t0_jax.data.registry.register_all() (and mixtures) first, or check "
-                         "the name with `t0-tasks list`.") from e
+    except ValueError as e:  # the closest registered names, as `t0-tasks` suggests them
+        from t0_jax.data import registry  # noqa: PLC0415 - registry imports this layer's peers
+
+        known = list(seqio.TaskRegistry.names()) + list(seqio.MixtureRegistry.names())
+        raise registry.UnknownNameError("task or mixture", name, known) from e
 
 
 def _check_sharding(batch_size: int, shard_index: int, num_shards: int) -> int:
