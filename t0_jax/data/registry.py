@@ -8,8 +8,9 @@ then (`sources.set_data_dir` / `$T0_DATA_DIR`), and the vocabulary file is opene
 Names     `task_name(dataset, subset, template)` as in the T0 release; datasets split into rounds
           (ANLI, tasks/selection.yaml) get `<task>_<round>` with train/validation/test mapped to
           the round's splits (train_r1/dev_r1/test_r1, ...).
-Features  `inputs` (no EOS), `targets` (EOS appended before the cache placeholder, as T0: a target longer than its
-          feature length loses its EOS when trimmed), `*_pretokenized` strings,
+Features  `inputs` (no EOS), `targets` (EOS appended before the cache placeholder, as T0:
+          a target longer than its feature length loses its EOS when trimmed),
+          `*_pretokenized` strings,
           `idx` (the example's index in the full split). Templates with answer choices also
           pass `answer_choices` through.
 Score     `<task>_score_eval` turns each example into one row per answer choice: `inputs`,
