@@ -33,7 +33,7 @@ CPU_SET = {
     "input_cache": [],
     "input_resume": ["--steps", "10,500,2000", "--repeats", "2"],
     # one whole t0-score process over 4 prompts vs the t-zero loop (issue 11)
-    "scoring_process": ["--examples", "120", "--threads", "2"],
+    "scoring_process": ["--examples", "277", "--threads", "2"],  # the issue's 1,108 examples
 }
 # Rendered when their JSON is there, never run by default: each plan compiles a T0-3B/T0-11B
 # step for a TPU slice (10+ minutes apiece on 2 cores). `python -m bench.plans` writes it.
