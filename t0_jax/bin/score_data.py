@@ -34,9 +34,9 @@ class ScoreData:
             for task in tasks:
                 out.setdefault(task.name, task)
         if self.run.use_cached_tasks and registered:
-            from t0_jax.data import score_rows  # noqa: PLC0415
+            from t0_jax.data import caches  # noqa: PLC0415 - TF boundary
 
-            score_rows.use_caches(registered, self.run.split, self.run.cache_dirs)
+            caches.use_caches(registered, self.run.split, self.run.cache_dirs)
         return list(out.values())
 
     def detokenize(self, ids, vocab_path: Optional[str]) -> str:

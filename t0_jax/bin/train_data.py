@@ -125,10 +125,7 @@ def use_caches(use_cached_tasks: bool, cache_dirs: Sequence[str], name: str,
         return
     from t0_jax.data import caches  # noqa: PLC0415 - TF boundary
 
-    if cache_dirs:
-        caches.use_cache_dirs(list(cache_dirs))
-    if use_cached_tasks:
-        caches.check_cached([name], split)
+    caches.use_caches([name], split, cache_dirs, check=use_cached_tasks)
 
 
 def pipeline_source(mixture_or_task_name: str, split: str, task_feature_lengths: Mapping,

@@ -152,6 +152,14 @@ def describe_unknown(unknown: Sequence[str], known, shown: int = 5) -> str:
     return "; ".join(parts) + more
 
 
+def use_caches(names, split: str, cache_dirs=(), *, check: bool = True) -> dict:
+    """Add `cache_dirs` to seqio's cache dirs, then (with `check`) `check_cached(names,
+    split)`: what t0-train and t0-score do for USE_CACHED_TASKS / CACHE_DIRS."""
+    if cache_dirs:
+        use_cache_dirs(list(cache_dirs))
+    return check_cached(names, split) if check else {}
+
+
 def check_cached(names, split: str) -> dict:
     """{task: its cache folder} for every task of `names` (mixtures expand), checked for `split`.
 

@@ -101,21 +101,10 @@ def task_info(name: str) -> ReportLabels:
                     has_choices=name.endswith(registry.SCORE_EVAL_SUFFIX))
 
 
-def use_caches(names, split: str, cache_dirs=()) -> None:
-    """Make seqio's cached reader find `names` (tasks) in `cache_dirs` (besides the cache dirs
-    seqio already knows); one clear error naming the task and the folders searched when one
-    is not cached (t0_jax.data.caches)."""
-    from t0_jax.data import caches  # noqa: PLC0415
-
-    if cache_dirs:
-        caches.use_cache_dirs(list(cache_dirs))
-    caches.check_cached(list(names), split)
-
-
 def task_rows(name: str, split: str, data_dir=None, vocab_path=None,
               max_examples: Optional[int] = None, use_cached: bool = False) -> list[dict]:
     """Every row of one task split as numpy records (see the module docstring); with
-    `use_cached`, read through seqio's cached reader (after `use_caches`)."""
+    `use_cached`, read through seqio's cached reader (after `caches.use_caches`)."""
     import seqio  # noqa: PLC0415
 
     ensure_registered(vocab_path)

@@ -14,11 +14,9 @@ from typing import Iterable, Iterator, Mapping, Optional
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-
-def _batch_sharding(mesh: Mesh, rank: int) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec("data", *([None] * (rank - 1))))
+from t0_jax.parallel import mesh as mesh_lib
 
 
 def host_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -30,7 +28,7 @@ def host_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax
     out = {}
     for name, local in batch.items():
         local = np.asarray(local)
-        sharding = _batch_sharding(mesh, local.ndim)
+        sharding = mesh_lib.batch_sharding(mesh, local.ndim)
         global_shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
         data_size = mesh.shape["data"]
         if global_shape[0] % data_size:
@@ -59,11 +57,13 @@ class _End:
 
 
 def prefetch_to_device(batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh,
-                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
+                       size: int = 2, join_timeout: float = 10.0) -> Iterator[dict[str, jax.Array]]:
     """Yield global arrays built `size` batches ahead on a daemon thread.
 
     Errors in the source pipeline are re-raised in the consumer (not lost in the thread).
-    Closing the generator stops the thread after its current put.
+    Closing the generator stops the thread after its current pull and waits up to
+    `join_timeout` s for it: a thread left inside native code (tf.data) can abort the
+    interpreter at exit.
     """
     q: queue.Queue = queue.Queue(maxsize=max(1, size))
     stop = threading.Event()
@@ -98,3 +98,5 @@ def prefetch_to_device(batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh,
             yield item
     finally:
         stop.set()
+        if thread is not threading.current_thread():
+            thread.join(join_timeout)

@@ -21,7 +21,6 @@ import collections
 import json
 import logging
 import pathlib
-import queue
 import threading
 import time
 from typing import Iterator, Optional, Sequence
@@ -56,11 +55,6 @@ def _read_pending(directory: pathlib.Path, count: int) -> list[dict]:
     return out
 
 
-class _End:
-    def __init__(self, error: Optional[BaseException] = None):
-        self.error = error
-
-
 class Feed:
     """Global batches for the loop; `save(model_dir, step, batches_consumed)` beside each
     checkpoint. Build with `open_feed`."""
@@ -69,61 +63,35 @@ class Feed:
                  pending: Sequence[HostBatch] = (), size: int = 2):
         self.source = source
         self._iterator = iterator
-        self._mesh = mesh
         self._lock = threading.Lock()
         self._pending = collections.deque(pending)  # pulled, not consumed (oldest first)
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, size))
-        self._stop = threading.Event()
         self.pulled = 0          # batches pulled from the source by this feed
         self.pull_seconds = 0.0  # time spent pulling them
         self.checkpointable = True
-        self._thread = threading.Thread(target=self._produce, args=(list(pending),),
-                                        name="t0_jax-input-feed", daemon=True)
-        self._thread.start()
+        self._batches = host_arrays.prefetch_to_device(self._host_batches(list(pending)), mesh,
+                                                       size=size)
 
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _pull(self):
-        with self._lock:
-            start = time.perf_counter()
-            batch = next(self._iterator, None)
-            if batch is not None:
+    def _host_batches(self, restored: list) -> Iterator[HostBatch]:
+        """The restored pending batches (already in `_pending`), then the source's, each
+        recorded as pending under the lock that `save` takes."""
+        yield from restored
+        while True:
+            with self._lock:
+                start = time.perf_counter()
+                batch = next(self._iterator, None)
+                if batch is None:
+                    return
                 self.pull_seconds += time.perf_counter() - start
                 self.pulled += 1
                 self._pending.append(batch)
-            return batch
-
-    def _produce(self, restored: list) -> None:
-        try:
-            for batch in restored:  # already in self._pending
-                if not self._put(host_arrays.host_to_global(batch, self._mesh)):
-                    return
-            while not self._stop.is_set():
-                batch = self._pull()
-                if batch is None:
-                    break
-                if not self._put(host_arrays.host_to_global(batch, self._mesh)):
-                    return
-            self._put(_End())
-        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            self._put(_End(e))
+            yield batch
 
     def next(self) -> Optional[dict]:
         """The next global batch, or None when the source ended."""
-        item = self._queue.get()
-        if isinstance(item, _End):
-            if item.error is not None:
-                raise item.error
-            return None
-        with self._lock:
-            self._pending.popleft()
+        item = next(self._batches, None)
+        if item is not None:
+            with self._lock:
+                self._pending.popleft()
         return item
 
     @property
@@ -153,12 +121,9 @@ class Feed:
                         step, batches_consumed * self.seconds_per_batch)
         return ok
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop the thread and wait for it (a thread left inside native code can abort the
-        interpreter at exit)."""
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+    def close(self) -> None:
+        """Stop the prefetch thread and wait for it (see `host_arrays.prefetch_to_device`)."""
+        self._batches.close()
 
 
 def open_feed(source: BatchSource, mesh, *, model_dir: pathlib.Path, step: int,

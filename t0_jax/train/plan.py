@@ -21,11 +21,11 @@ from typing import Mapping, Optional
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from t0_jax.model.config import T5Config
 from t0_jax.model.model import EncoderDecoderModel
-from t0_jax.parallel import sharding as sharding_lib
+from t0_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
 from t0_jax.train import metrics as metrics_lib, steps
 from t0_jax.train.memory_advice import memory_advice
 from t0_jax.train.state import abstract_with_shardings, make_optimizer, state_layout
@@ -98,7 +98,7 @@ class Plan:
 def abstract_batch(mesh, batch_size: int, lengths: Mapping[str, int], pack: bool) -> dict:
     """The trainer's global batch as ShapeDtypeStructs: int32 [batch, length], rows over
     `data` (what host_arrays.host_to_global builds from the seqio features)."""
-    sharding = NamedSharding(mesh, PartitionSpec("data", None))
+    sharding = mesh_lib.batch_sharding(mesh, 2)
     names = PACKED_FEATURES if pack else UNPACKED_FEATURES
     return {k: jax.ShapeDtypeStruct(
         (batch_size, lengths["inputs"] if k.startswith("encoder") else lengths["targets"]),
