@@ -6,8 +6,10 @@ XLA8    := XLA_FLAGS=--xla_force_host_platform_device_count=8
 CHECKPOINT ?=
 DATA_DIR   ?=
 DEMO_OUT   ?= demo_out
+PAPER_OUT  ?= paper_out
+QUICK      ?=
 
-.PHONY: install test demo lint bench notebooks clean
+.PHONY: install test demo paper lint bench notebooks clean
 
 install: $(STAMP)
 
@@ -29,6 +31,11 @@ test: install
 demo: install
 	$(PY) -m t0_jax.bin.demo --out_dir=$(DEMO_OUT) $(if $(CHECKPOINT),--checkpoint=$(CHECKPOINT)) $(if $(DATA_DIR),--data_dir=$(DATA_DIR))
 
+# The paper's comparisons in miniature (T5+LM vs T0, prompt and dataset ablations, seeds):
+# t0-experiments; QUICK=1 for 2 seeds and fewer steps.
+paper: install
+	$(PY) -m t0_jax.bin.experiments --out_dir=$(PAPER_OUT) $(if $(QUICK),--quick)
+
 lint: install
 	$(PY) -m compileall -q t0_jax bench tests
 
@@ -39,4 +46,4 @@ notebooks: install
 	$(XLA8) $(PY) -m pytest -q tests/test_notebooks.py
 
 clean:
-	rm -rf .venv .cache $(DEMO_OUT) bench_out
+	rm -rf .venv .cache $(DEMO_OUT) $(PAPER_OUT) bench_out

@@ -87,6 +87,8 @@ setup(
             "t0-score=t0_jax.bin.score:main",
             "t0-convert=t0_jax.bin.convert:main",
             "t0-cache=t0_jax.bin.cache:main",
+            "t0-data=t0_jax.bin.data:main",
+            "t0-experiments=t0_jax.bin.experiments:main",
         ]
     },
 )

@@ -173,6 +173,7 @@ SECTIONS = (("scoring", scoring_section), ("scoring_process", _module_section("s
             ("training", _module_section("training")), ("plans", _module_section("plans")),
             ("pipeline", pipeline_section), ("input_render", _module_section("input_render")),
             ("input_cache", _module_section("input_cache")),
+            ("cache_scale", _module_section("cache_scale")),
             ("input_resume", _module_section("input_resume")),
             ("registration", registration_section), ("memory", memory_section))
 

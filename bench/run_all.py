@@ -31,6 +31,8 @@ CPU_SET = {
     # input path (issue 10): on-the-fly rendering by workers, Beam caches, resume cost
     "input_render": [],
     "input_cache": [],
+    # t0-cache at 12/48/192 tasks x 1,000 examples: rate, peak RSS, counts (issue 17), ~10 min
+    "cache_scale": [],
     "input_resume": ["--steps", "10,500,2000", "--repeats", "2"],
     # one whole t0-score process over 4 prompts vs the t-zero loop (issue 11)
     "scoring_process": ["--examples", "277", "--threads", "2"],  # the issue's 1,108 examples
@@ -47,6 +49,7 @@ QUICK = {  # a few minutes: checks the whole chain, numbers are not meaningful
     "memory": ["--cases", "score-tiny,train-tiny"],
     "input_render": ["--quick"],
     "input_cache": ["--quick"],
+    "cache_scale": ["--quick"],
     "input_resume": ["--steps", "10,50", "--repeats", "1"],
     "scoring_process": ["--quick"],
 }

@@ -12,8 +12,14 @@ if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No test reaches the Hugging Face Hub: the sources' Hub fallback (tasks/hub_sources.yaml) fails
+# fast instead of waiting on the network; tests/data/offline_hub.py fills a cache where needed.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
+
+# gcs_bucket / gcs_root: a real GCS API server on localhost (docs/storage-testing.md)
+from tests.gcs.fixtures import gcs_bucket, gcs_emulator, gcs_root  # noqa: E402,F401
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -1,11 +1,9 @@
-"""`make demo` in-process with a tiny budget: every stage runs for real (generated data, trained
-vocabulary, registry + mixtures, t0-train, Orbax checkpoint, t0-score) and the files it leaves
-are well-formed and agree with each other."""
-import csv
+"""`make demo` with a real checkpoint (HF/T5X) on a local mirror, and its flags. The synthetic
+demo (T5+LM then T0 on the generated world) runs in tests/test_experiments.py, on the
+directory of `t0-experiments --quick`, whose runs it shares."""
 import json
 import pathlib
 
-import numpy as np
 import pytest
 
 from t0_jax.bin import demo
@@ -20,63 +18,6 @@ def restore_data_globals():
     yield
     registry.set_vocab_path(vocab)
     sources.set_data_dir(data_dir)
-
-
-def test_synthetic_demo_end_to_end(tmp_path, restore_data_globals, capsys):
-    from t0_jax.data import synthetic
-
-    cfg = demo.DemoConfig(out_dir=str(tmp_path / "out"), eval_mixture="synth_unseen_score_eval",
-                          max_eval_examples=12, progress=False,
-                          gin_bindings=("TRAIN_STEPS = 3", "LOG_PERIOD = 1", "BATCH_SIZE = 8"))
-    summary = demo.run_demo(cfg)
-    out = pathlib.Path(cfg.out_dir)
-    printed = capsys.readouterr().out
-
-    # data + vocabulary + checkpoint of the requested step
-    assert (out / "data" / "synth_same_kind" / "validation.jsonl").is_file()
-    assert (out / "vocab" / "spiece.model").is_file()
-    assert summary["train_steps"] == 3 and pathlib.Path(summary["checkpoint"]).name == "3"
-    assert np.isfinite(summary["train_loss"])
-    assert (out / "model" / "3" / "params").is_dir()
-
-    results = json.loads(pathlib.Path(summary["results_json"]).read_text())
-    unseen = {registry_name(f, t) for f in synthetic.trained_families()
-              for t in synthetic.FAMILIES[f].unseen_templates}
-    assert set(results["tasks"]) == unseen
-    scores = [json.loads(line) for line in open(summary["scores_jsonl"])]
-    for task, r in results["tasks"].items():
-        rows = [s for s in scores if s["task"] == task]
-        n_choices = 4 if task.startswith("synth_category") else 2
-        assert r["num_examples"] == 12 and len(rows) == 12 * n_choices
-        # accuracy = share of examples whose arg-max choice is a correct one
-        best = {}
-        for s in rows:
-            if s["example"] not in best or s["log_likelihood"] > best[s["example"]][0]:
-                best[s["example"]] = (s["log_likelihood"], s["is_correct"])
-        assert r["accuracy"] == pytest.approx(np.mean([ok for _, ok in best.values()]))
-    with open(summary["results_csv"]) as f:
-        assert {row["task"] for row in csv.DictReader(f)} >= unseen
-
-    # the table: one row per trained family (unseen prompts), chance from the choice counts
-    rows = {(r["dataset"], r["kind"]): r for r in summary["rows"]}
-    assert set(rows) == {(f, "unseen") for f in synthetic.trained_families()}
-    assert rows[("synth_category", "unseen")]["chance"] == pytest.approx(0.25)
-    assert rows[("synth_rule", "unseen")]["chance"] == pytest.approx(0.5)
-    for (family, _), r in rows.items():
-        accs = [results["tasks"][t]["accuracy"] for t in r["tasks"]]
-        assert r["prompts"] == 2 and r["median"] == pytest.approx(np.median(accs))
-    for path in (summary["plot"], summary["scorer_plot"]):
-        assert pathlib.Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    saved = json.loads((out / "demo_summary.json").read_text())
-    assert saved["rows"] == json.loads(json.dumps(summary["rows"]))
-    assert "unseen prompts" in printed and "make demo CHECKPOINT=" in printed
-    assert summary["results_json"] in printed and summary["plot"] in printed
-
-
-def registry_name(family, template):
-    from t0_jax.data import registry
-
-    return registry.task_name(family, None, template) + registry.SCORE_EVAL_SUFFIX
 
 
 def test_checkpoint_mode_scores_what_the_mirror_has(tmp_path, restore_data_globals, t5x_fixture,
@@ -116,7 +57,9 @@ def test_checkpoint_mode_needs_data(tmp_path, monkeypatch):
 
 def test_cli_flags_map_to_the_config():
     cfg = demo.parse_args(["--out_dir=x", "--checkpoint=/c", "--data_dir=/d",
-                           "--gin_bindings=TRAIN_STEPS = 5", "--max_eval_examples=3"])
+                           "--gin_bindings=LOG_PERIOD = 5", "--max_eval_examples=3",
+                           "--pretrain_steps=7", "--finetune_steps=8"])
     assert (cfg.out_dir, cfg.checkpoint, cfg.data_dir) == ("x", "/c", "/d")
-    assert cfg.gin_bindings == ("TRAIN_STEPS = 5",) and cfg.max_eval_examples == 3
+    assert cfg.gin_bindings == ("LOG_PERIOD = 5",) and cfg.max_eval_examples == 3
+    assert (cfg.pretrain_steps, cfg.finetune_steps) == (7, 8)
     assert cfg.mixture == "t0_eval_score_eval"

@@ -2,23 +2,29 @@
 
     t0-cache --tasks A,B | --mixture M --output_cache_dir DIR [--data_dir DIR]
              [--vocab_path P] [--splits train,validation] [--min_shards N]
-             [--pipeline_options=--runner=DirectRunner,--direct_num_workers=2]
+             [--pipeline_options=--direct_running_mode=multi_processing,--direct_num_workers=2]
     t0-cache --import_p3 P3/data --output_cache_dir DIR [--tasks A,B] [--splits ...]
     t0-cache --verify --tasks A,B | --mixture M --cache_dirs DIR[,DIR] [--splits validation]
 
-The pipeline is seqio's (`seqio.beam_utils`, as `seqio/scripts/cache_tasks_main.py`); tasks
-already COMPLETED in DIR are skipped, everything is written to a temporary folder and renamed
-into place when the pipeline succeeded. It ends with a table: examples, input/target tokens
-and dropped renderings per task and split. Train from it with
+The output is seqio's cache format; DIR may be local or gs:// (any fsspec scheme). Each Beam
+work unit renders, tokenizes and writes one whole shard (`t0_jax.data.shard_writer`); tasks
+already COMPLETED in DIR are skipped; tasks are written in pipelines of at most
+--tasks_per_pipeline tasks. Before a task is marked COMPLETED (last, after every other file),
+every split is COUNT-CHECKED: source examples (counted outside Beam) - dropped renderings =
+records in the shards = stats examples; a split that disagrees is not installed and t0-cache
+fails naming the numbers. It ends with the runner and a table: examples, input/target tokens,
+dropped renderings and source examples per task and split. Train from it with
 `t0-train ... --gin.USE_CACHED_TASKS=True --seqio_additional_cache_dirs=DIR`.
 
-`--pipeline_options` (comma-separated, passed to Beam as they are; default: DirectRunner, one
-worker thread per core up to 4 cores, one worker process per core above). Other runners
-(install Beam's extra for them):
+Runner (`t0_jax.data.beam_runners`): by default Beam's FnApiRunner, chosen explicitly (no Prism
+download, no silent fall back to the BundleBasedDirectRunner), `multi_processing` with one
+worker process per core; `--runner=DirectRunner` means the same FnApiRunner with the
+`--direct_running_mode`/`--direct_num_workers` given. Other runners (install Beam's extra for
+them) get the options as they are:
 
     Dataflow  --pipeline_options=--runner=DataflowRunner,--project=P,--region=us-central1,\
---temp_location=gs://B/tmp,--requirements_file=requirements.txt,--max_num_workers=64
-              (--output_cache_dir gs://B/p3_cache; workers need t0-jax: --setup_file=./setup.py)
+--temp_location=gs://B/tmp,--setup_file=./setup.py,--max_num_workers=64
+              (--output_cache_dir gs://B/p3_cache; workers install t0-jax from --setup_file)
     Flink     --pipeline_options=--runner=FlinkRunner,--flink_master=host:8081,\
 --environment_type=LOOPBACK,--parallelism=32
     Spark     --pipeline_options=--runner=SparkRunner,--spark_master_url=spark://host:7077,\
@@ -26,7 +32,8 @@ worker thread per core up to 4 cores, one worker process per core above). Other 
 
 `--import_p3`: converts a bigscience/P3 download in the parquet layout into the cache layout
 (a P3 download in the TFRecord layout needs no conversion: pass its data/ folder as a cache
-dir). `--verify`: reads every record of the cached tasks (a CRC check of every shard).
+dir); its splits are checked records == stats examples. `--verify`: reads every record of the
+cached tasks (a CRC check of every shard).
 Exit codes: 0 done, 2 a user error (one line, no traceback; `--verbose` shows it).
 """
 from __future__ import annotations
@@ -51,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--min_shards", type=int, default=None,
                         help="TFRecord files per split (default 64, as seqio; P3 import: 1)")
     parser.add_argument("--num_input_shards", type=int, default=None,
-                        help="slices of each split rendered in parallel (default: workers)")
+                        help="unused (kept for old scripts): the work units are the shards")
+    parser.add_argument("--tasks_per_pipeline", type=int, default=None,
+                        help="tasks per Beam pipeline (default 32): bounds memory and the "
+                             "work a failure loses")
     parser.add_argument("--module_import", action="append", default=[],
                         help="a module that registers more tasks (repeatable)")
     parser.add_argument("--import_p3", metavar="SRC_DIR", help="convert a P3 parquet download")
@@ -83,7 +93,8 @@ def _build(args, progress):
         _names(args), args.output_cache_dir, splits=splits, data_dir=args.data_dir,
         vocab_path=args.vocab_path, pipeline_options=options,
         min_shards=cache_build.DEFAULT_MIN_SHARDS if args.min_shards is None else args.min_shards,
-        num_input_shards=args.num_input_shards, modules=args.module_import, progress=progress)
+        num_input_shards=args.num_input_shards, modules=args.module_import, progress=progress,
+        tasks_per_pipeline=args.tasks_per_pipeline or cache_build.DEFAULT_TASKS_PER_PIPELINE)
 
 
 def _verify(args, progress) -> None:
@@ -102,8 +113,9 @@ def _verify(args, progress) -> None:
 def table(report) -> list:
     """The per-task lines t0-cache ends with."""
     header = (f"{'task':48s} {'split':10s} {'status':8s} {'examples':>9s} {'inputs tok':>11s} "
-              f"{'targets tok':>11s} {'dropped':>7s}")
-    lines = [header, "-" * len(header)]
+              f"{'targets tok':>11s} {'dropped':>7s} {'source':>9s}")
+    lines = ([f"runner: {report.runner}"] if getattr(report, "runner", "") else []) + [
+        header, "-" * len(header)]
 
     def number(value):
         return "-" if value is None else f"{value:,}"
@@ -111,7 +123,8 @@ def table(report) -> list:
     for row in report.rows:
         lines.append(f"{row.task:48s} {row.split:10s} {row.status:8s} {number(row.examples):>9s} "
                      f"{number(row.inputs_tokens):>11s} {number(row.targets_tokens):>11s} "
-                     f"{number(row.dropped):>7s}" + (f"  {row.note}" if row.note else ""))
+                     f"{number(row.dropped):>7s} {number(getattr(row, 'source', None)):>9s}"
+                     + (f"  {row.note}" if row.note else ""))
     written = sum(r.examples or 0 for r in report.rows if r.status == "written")
     lines.append(f"{written:,} examples written in {report.seconds:.1f} s "
                  f"({written / max(report.seconds, 1e-9):,.0f} examples/s) to "

@@ -196,6 +196,18 @@ def check_writable_dir(path, what: str) -> None:
     import pathlib  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
+    from t0_jax import storage  # noqa: PLC0415
+
+    if storage.is_remote(path):  # object storage: a probe object, written and removed
+        probe = storage.join(path, f".write-probe-{os.getpid()}")
+        try:
+            storage.write_bytes(probe, b"")
+            storage.remove(probe)
+        except OSError as error:
+            raise UserError(f"{what} {path} is not writable ({error}); check the bucket name "
+                            "and your credentials (`gcloud auth application-default login`).") \
+                from error
+        return
     directory = pathlib.Path(path)
     try:
         directory.mkdir(parents=True, exist_ok=True)

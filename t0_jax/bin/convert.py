@@ -12,6 +12,7 @@
         any readable checkpoint (ours, a trainer step or run directory, T5X, HF) → a directory
         that transformers.T5ForConditionalGeneration.from_pretrained loads.
 
+SRC and DST may be local paths or `gs://` (any fsspec scheme; see t0_jax/storage).
 Also runs as `python -m t0_jax.bin.convert`. Exit codes: 0 ok, 2 the checkpoint cannot be read
 or does not fit its config (the message lists every difference), DST exists, or bad arguments:
 one message, no traceback (`--verbose` or T0_DEBUG=1 shows it; see t0_jax/bin/cli.py).
@@ -20,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import re
-import shutil
 import sys
 from typing import Optional, Sequence
 
+from t0_jax import storage
 from t0_jax.bin import cli
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -78,28 +78,28 @@ def _requested_config(args):
     if args.preset:
         return get_config(args.preset)
     if args.config:
-        data = json.loads(pathlib.Path(args.config).read_text())
+        data = json.loads(storage.read_text(args.config))
         return T5Config.from_dict(data["config"] if "config" in data else data)
     return None
 
 
-def _occupied(dst: pathlib.Path) -> bool:
-    return dst.is_file() or (dst.is_dir() and any(dst.iterdir()))
+def _occupied(dst: str) -> bool:
+    return storage.isfile(dst) or bool(storage.listdir(dst))
 
 
-def _check_dst(dst: pathlib.Path, overwrite: bool) -> None:
+def _check_dst(dst: str, overwrite: bool) -> None:
     """Refuse to write into something that exists, before spending time on the read."""
     if _occupied(dst) and not overwrite:
         raise FileExistsError(f"{dst} already exists; pick a new directory or pass "
                               "--overwrite to replace it.")
 
 
-def _clear_dst(dst: pathlib.Path) -> None:
+def _clear_dst(dst: str) -> None:
     """--overwrite: removed only once SRC has been read successfully."""
-    if dst.is_dir():
-        shutil.rmtree(dst)
-    elif dst.exists():
-        dst.unlink()
+    if storage.isfile(dst):
+        storage.remove(dst)
+    else:
+        storage.rmtree(dst)
 
 
 def run(args) -> str:
@@ -111,7 +111,7 @@ def run(args) -> str:
     if wanted and fmt not in wanted:
         raise ValueError(f"{args.src} looks like a {fmt} checkpoint, not {wanted[0]}; use the "
                          f"matching subcommand (`t0-convert --help`).")
-    dst = pathlib.Path(args.dst)
+    dst = args.dst
     _check_dst(dst, args.overwrite)
     loaded = auto.load_checkpoint(args.src, args.dtype, config=_requested_config(args),
                                   with_optimizer_state=getattr(args, "with_optimizer_state", False),

@@ -1,22 +1,20 @@
 """`make demo`: the whole T0 pipeline on one laptop, on task families the project generates.
 
-    python -m t0_jax.bin.demo --out_dir=demo_out                  # synthetic data, ~5 min CPU
+    python -m t0_jax.bin.demo --out_dir=demo_out                  # synthetic, <10 min CPU
     python -m t0_jax.bin.demo --out_dir=demo_out --checkpoint=CKPT --data_dir=MIRROR
 
-Without --checkpoint, every stage of the real recipe runs at toy scale, nothing mocked:
-  1. data        procedurally generated families (t0_jax.data.synthetic) → DATA_DIR/<family>/
-  2. vocabulary  a SentencePiece model trained on the rendered prompts (T5 id layout)
-  3. tasks       registry tasks per template + `_score_eval` twins; the mixture `synth_train`
-                 (seen templates of the trained families, T0's cap); two families held out
-                 entirely and two templates per trained family kept unseen
-  4. cache       the training split of every `synth_train` task in seqio's cache format,
-                 written by `t0-cache`'s Apache Beam pipeline (DirectRunner), table printed
-  5. train       `t0-train` with gin/runs/train.gin + gin/experiments/demo.gin from that cache
-                 (USE_CACHED_TASKS), in-process:
-                 packed features, partitioned Adafactor trainer, Orbax checkpoint
-  6. score       `t0-score` (rank classification) on every template of every family
-  7. report      per family and kind (seen / unseen template / held-out family): median and
-                 spread over prompts against chance, the robustness plot, the paths
+Without --checkpoint, T0's recipe runs at toy scale on a world the project generates, nothing
+mocked (the same stages as `t0-experiments`, t0_jax/bin/experiments.py, for one condition):
+  1. world       procedurally generated task families (t0_jax.data.synthetic) and a free-text
+                 corpus stating the world's facts (t0_jax.data.corpus) → OUT_DIR/data; a
+                 SentencePiece vocabulary (T5 id layout); the 6-word overlap check
+  2. tasks       registry tasks per template + `_score_eval` twins; the mixture `synth_train`
+                 (trained templates of the trained families, T0's cap); two families held out
+                 entirely and two templates per trained family kept unseen; the prefix-LM task
+  3. T5+LM       `t0-train` runs/train.gin + experiments/demo_lm.gin: prefix LM on the corpus
+  4. T0          `t0-train` runs/finetune.gin + experiments/demo.gin from the T5+LM checkpoint
+  5. score       `t0-score` (rank classification) of both on every prompt of the held-out families
+  6. report      per held-out family: T5+LM vs T0 median accuracy over prompts, min-max, chance
 With --checkpoint (HF, T5X or ours), training is skipped and the checkpoint is scored on
 MIXTURE (default t0_eval_score_eval): the datasets of it found in DATA_DIR (the rest are named).
 
@@ -53,11 +51,12 @@ class DemoConfig:
     data_dir: Optional[str] = None       # real mirror (with checkpoint); default $T0_DATA_DIR
     vocab_path: Optional[str] = None     # with checkpoint: default its spiece.model / $T0_VOCAB_PATH
     mixture: str = DEFAULT_REAL_MIXTURE  # with checkpoint: what to score
-    eval_mixture: Optional[str] = None   # synthetic: default synthetic.EVAL_MIXTURE
-    seed: int = 0
+    seed: int = 0                        # synthetic: the T0 run's data order
     vocab_size: int = 800                # requested SentencePiece pieces (fewer on small text)
     max_eval_examples: Optional[int] = None  # per task (smoke runs)
-    gin_bindings: tuple = ()             # extra `NAME = value` bindings for t0-train
+    pretrain_steps: Optional[int] = None # synthetic: None keeps demo_lm.gin's TRAIN_STEPS
+    finetune_steps: Optional[int] = None # synthetic: None keeps demo.gin's TRAIN_STEPS
+    gin_bindings: tuple = ()             # extra `NAME = value` bindings for the T0 t0-train
     progress: bool = True
 
 
@@ -87,43 +86,50 @@ class _Stages:
 
 
 def _synthetic_run(cfg: DemoConfig) -> dict:
-    from t0_jax.data import sources, synthetic  # noqa: PLC0415 - data/ imports TensorFlow
+    from t0_jax.bin import experiment_report, experiments  # noqa: PLC0415
+    from t0_jax.data import synthetic  # noqa: PLC0415 - data/ imports TensorFlow
 
     out = pathlib.Path(cfg.out_dir).absolute()
-    stage = _Stages(7)
-    data_dir, vocab_file = out / "data", out / "vocab" / "spiece.model"
-    with stage(f"data: {len(synthetic.FAMILIES)} generated task families → {data_dir}"):
-        written = synthetic.write_mirror(data_dir, seed=cfg.seed)
-        for family, counts in written.items():
-            spec = synthetic.FAMILIES[family]
+    plan = experiments.load_plan()
+    settings = experiments.Settings(out_dir=str(out), pretrain_steps=cfg.pretrain_steps,
+                                    finetune_steps=cfg.finetune_steps,
+                                    max_eval_examples=cfg.max_eval_examples,
+                                    vocab_size=cfg.vocab_size)
+    stage = _Stages(6)
+    experiments.enable_compilation_cache()
+    with stage(f"world: {len(synthetic.FAMILIES)} task families, a {plan.corpus_documents}-"
+               f"document corpus, a vocabulary → {out / 'data'}"):
+        world = experiments.prepare_world(out, plan, cfg.vocab_size)
+        for family, spec in synthetic.FAMILIES.items():
             role = "held out" if spec.held_out else "trained"
-            print(f"    {family:18s} {spec.cluster:20s} {role:9s} "
-                  + ", ".join(f"{split} {n}" for split, n in counts.items()))
-    with stage(f"vocabulary: SentencePiece on the rendered prompts → {vocab_file}"):
-        synthetic.train_vocabulary(vocab_file, seed=cfg.seed, vocab_size=cfg.vocab_size)
-        print(f"    {_piece_count(vocab_file)} pieces (+100 extra ids)")
-    with stage("tasks: registry tasks, score-eval twins and mixtures (T0 cap)"):
-        sources.set_data_dir(data_dir)
-        mixtures = synthetic.register(vocab_file)
-        _print_mixtures(mixtures, synthetic)
-    cache_dir = out / "cache"
-    with stage(f"cache: t0-cache --mixture {synthetic.TRAIN_MIXTURE} (Apache Beam) → {cache_dir}"):
-        _cache(synthetic.TRAIN_MIXTURE, cache_dir, data_dir, vocab_file)
-    with stage("train: t0-train " + " ".join(f"--gin_file={g}" for g in DEMO_GIN)
-               + " --gin.USE_CACHED_TASKS=True"):
-        result = _train(cfg, out / "model", data_dir, vocab_file, cache_dir)
-    step_dir = _step_directory(result)
-    eval_mixture = cfg.eval_mixture or synthetic.EVAL_MIXTURE
-    with stage(f"score: t0-score on {eval_mixture} (rank classification)"):
-        results = _score(step_dir, eval_mixture, out / "scores", data_dir, None,
-                         cfg.max_eval_examples, cfg.progress)
+            print(f"    {family:18s} {spec.cluster:20s} {role}")
+        print(f"    {_piece_count(world.vocab_file)} SentencePiece pieces (+100 extra ids); no "
+              "6-word run of a held-out template in the corpus or a trained template")
+    with stage("tasks: registry tasks, score-eval twins, mixtures (T0 cap), prefix-LM task"):
+        _print_mixtures(world.mixtures, synthetic)
+    with stage("T5+LM: t0-train " + " ".join(f"--gin_file={g}" for g in experiments.PRETRAIN_GIN)
+               + " (prefix LM on the corpus, from random weights)"):
+        t5_lm = experiments.pretrain(out, world, settings, log=_indented)
+    with stage("T0: t0-train " + " ".join(f"--gin_file={g}" for g in experiments.FINETUNE_GIN)
+               + f" from T5+LM on {synthetic.TRAIN_MIXTURE}"):
+        t0 = experiments.finetune(out, world, settings, experiment_report.T0,
+                                  synthetic.TRAIN_MIXTURE, cfg.seed, t5_lm, log=_indented,
+                                  extra=cfg.gin_bindings)
+    held_out = synthetic.KIND_MIXTURES["held_out"]
+    with stage(f"score: t0-score on {held_out} (every prompt of the held-out families)"):
+        experiments.score(t5_lm, experiments.score_dir(out, experiments.BASELINE), world,
+                          cfg.max_eval_examples, log=_indented)
+        experiments.score(t0, experiments.score_dir(out, experiment_report.T0, cfg.seed), world,
+                          cfg.max_eval_examples, log=_indented)
     with stage("report"):
-        kinds = synthetic.task_kinds()
-        groups = {task: kinds[task] for task in results["tasks"]}
-        summary = _report(results, out / "scores", groups, out, title="synthetic demo")
-    summary |= {"train_loss": result.metrics.get("loss"), "train_steps": result.step,
-                "checkpoint": str(step_dir), "stage_seconds": stage.seconds}
-    return _finish(summary, out, real=False)
+        summary = _held_out_report(out, plan, cfg.seed)
+    summary |= {"t5_lm_checkpoint": str(t5_lm), "checkpoint": str(t0),
+                "stage_seconds": stage.seconds}
+    return _finish_synthetic(summary, out)
+
+
+def _indented(line: str) -> None:
+    print(line, flush=True)
 
 
 def _piece_count(vocab_file) -> int:
@@ -145,50 +151,52 @@ def _print_mixtures(mixtures: dict, synthetic) -> None:
             print(f"    {name}: {len(rates)} tasks")
 
 
-def _cache(mixture: str, cache_dir, data_dir, vocab_file) -> None:
-    """The training split of every task of `mixture` in seqio's cache format, written by the
-    same Beam pipeline as `t0-cache` (in-process: the demo's tasks are registered here, not in
-    the catalogue). A rerun finds the tasks COMPLETED and skips them."""
-    from t0_jax.bin import cache as cache_main  # noqa: PLC0415
-    from t0_jax.data import cache_build  # noqa: PLC0415 - data/ imports TensorFlow
+def _held_out_report(out: pathlib.Path, plan, seed: int) -> dict:
+    """T5+LM vs T0 per held-out family (median over prompts, its spread, chance) + figure."""
+    from t0_jax.bin import experiment_report as er  # noqa: PLC0415
 
-    print(f"    t0-cache --mixture {mixture} --splits train --output_cache_dir {cache_dir} "
-          f"--data_dir {data_dir} --vocab_path {vocab_file} --min_shards 2", flush=True)
-    report = cache_build.cache_tasks([mixture], str(cache_dir), splits=["train"],
-                                     data_dir=str(data_dir), vocab_path=str(vocab_file),
-                                     min_shards=2, progress=lambda line: None)
-    lines = cache_main.table(report)
-    print("\n".join("    " + line for line in lines[:2] + lines[2:-1][:6]), flush=True)
-    if len(lines) > 9:
-        print(f"    ... {len(lines) - 9} more tasks", flush=True)
-    print("    " + lines[-1], flush=True)
-
-
-def _train(cfg: DemoConfig, model_dir, data_dir, vocab_file, cache_dir):
-    from t0_jax.bin import train as train_main  # noqa: PLC0415
-
-    argv = [f"--gin_file={g}" for g in DEMO_GIN] + [
-        f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_DIR={data_dir}",
-        f"--gin.VOCAB_PATH={vocab_file}", f"--gin.SEED={cfg.seed}",
-        "--gin.USE_CACHED_TASKS=True", f"--seqio_additional_cache_dirs={cache_dir}"]
-    argv += [f"--gin_bindings={b}" for b in cfg.gin_bindings]
-    if not cfg.progress:
-        argv.append("--gin_bindings=train.progress_bar = False")
-    print("    " + " ".join(argv), flush=True)
-    result = train_main.run(argv)
-    if not result.metrics:  # MODEL_DIR already held the final step: t0-train resumed at the end
-        print(f"    {model_dir} already holds step {result.step}; reusing it "
-              "(delete that folder to train again)")
-    print(f"    step {result.step}: loss {_fmt(result.metrics.get('loss'))}, "
-          f"token accuracy {_fmt(result.metrics.get('accuracy'))}; checkpoints in "
-          f"{result.model_dir}")
-    return result
+    t0 = {"name": er.T0, "group": "prompts", "d": 4}
+    report = er.build_report(out, [t0], [seed], list(plan.held_out_families))
+    figure = er.draw_figures(report, out)
+    rows = []
+    for family, info in report["families"].items():
+        base = report["baseline"]["families"][family]
+        trained = report["runs"][er.T0][str(seed)]["families"][family]
+        rows.append({"dataset": family, "chance": info["chance"], "prompts": base["prompts"],
+                     "t5_lm": base, "t0": trained, "tasks": info["prompts"]})
+    return {"rows": rows, "figure": next(iter(figure.values())),
+            "scores_jsonl": {"t5_lm": str(out / "scores" / er.BASELINE / "scores.jsonl"),
+                             "t0": str(out / "scores" / er.T0 / f"seed_{seed}" /
+                                       "scores.jsonl")}}
 
 
-def _step_directory(result) -> pathlib.Path:
-    from t0_jax.train import checkpoints  # noqa: PLC0415
+def format_held_out_table(rows: Sequence[dict]) -> str:
+    header = (f"{'held-out family':18s} {'prompts':>7s} {'chance':>6s}   "
+              f"{'T5+LM median [min-max]':24s} {'T0 median [min-max]':24s} {'Δ T0-T5+LM':>10s}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        base, t0 = r["t5_lm"], r["t0"]
+        lines.append(f"{r['dataset']:18s} {r['prompts']:7d} {_fmt(r['chance'])}   "
+                     f"{_fmt(base['median'])} [{base['min']:.2f}-{base['max']:.2f}]{'':5s} "
+                     f"{_fmt(t0['median'])} [{t0['min']:.2f}-{t0['max']:.2f}]{'':5s} "
+                     f"{_fmt(t0['median'] - base['median'], sign=True):>10s}")
+    return "\n".join(lines)
 
-    return checkpoints.step_directory(result.model_dir, result.step)
+
+def _finish_synthetic(summary: dict, out: pathlib.Path) -> dict:
+    path = out / "demo_summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    summary["summary_json"] = str(path)
+    print("\nZero-shot accuracy on the held-out families (rank classification, every prompt):")
+    print(format_held_out_table(summary["rows"]))
+    print(f"\nfigure:  {summary['figure']}")
+    print(f"scores:  {summary['scores_jsonl']['t5_lm']}\n         "
+          f"{summary['scores_jsonl']['t0']}")
+    print(f"summary: {path}")
+    print("\nThe ablations (prompts per dataset, number of datasets), with seeds: make paper "
+          "(or make paper QUICK=1)")
+    print(f"The same on real data with a real model:\n    {REAL_COMMAND}")
+    return summary
 
 
 # ----------------------------------------------------------------------------- real checkpoint
@@ -372,7 +380,8 @@ def parse_args(argv: Sequence[str]) -> DemoConfig:
     p.add_argument("--data_dir", default=None, help="real mirror (with --checkpoint)")
     p.add_argument("--vocab_path", default=None, help="SentencePiece model for --checkpoint")
     p.add_argument("--mixture", default=DEFAULT_REAL_MIXTURE, help="scored with --checkpoint")
-    p.add_argument("--eval_mixture", default=None, help="synthetic: what to score")
+    p.add_argument("--pretrain_steps", type=int, default=None, help="synthetic: T5+LM steps")
+    p.add_argument("--finetune_steps", type=int, default=None, help="synthetic: T0 steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max_eval_examples", type=int, default=None)
     p.add_argument("--gin_bindings", action="append", default=[],
@@ -380,7 +389,8 @@ def parse_args(argv: Sequence[str]) -> DemoConfig:
     a = p.parse_args(list(argv))
     return DemoConfig(out_dir=a.out_dir, checkpoint=a.checkpoint or None,
                       data_dir=a.data_dir or None, vocab_path=a.vocab_path, mixture=a.mixture,
-                      eval_mixture=a.eval_mixture, seed=a.seed,
+                      pretrain_steps=a.pretrain_steps, finetune_steps=a.finetune_steps,
+                      seed=a.seed,
                       max_eval_examples=a.max_eval_examples, gin_bindings=tuple(a.gin_bindings))
 
 

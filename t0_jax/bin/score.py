@@ -11,20 +11,24 @@ MIXTURE_OR_TASK_NAME: one name, a gin list ['a', 'b'], a comma-separated string,
 as 'super_glue_rte_*_score_eval'; all are scored in one process (one compile per shape).
 Values given with `--gin.NAME=` that are not gin literals are taken as strings, so paths need
 no quotes.
+SCORING_CONVENTION: 't_zero' (default: inputs without EOS, choices with EOS, as T0 was scored) or
+'lm_eval_harness' (lm-evaluation-harness's seq2seq tokens); results.json records which ran.
+PUBLISHED_MODEL: whose published figures sit beside yours for T0's held-out datasets ('auto':
+the model the checkpoint folder is named for, else all; 'T0_3B', 'T0', a list, or 'none').
 Writes OUTPUT_DIR/{scores.jsonl, results.json, results.csv, accuracy_boxplot.png, config.gin};
 re-running with the same OUTPUT_DIR skips tasks that already finished (t0_jax.scoring.report).
 Also runs as `python -m t0_jax.bin.score`; `main(argv)` is callable in-process.
 """
 from __future__ import annotations
 
-import pathlib
 import sys
 from typing import Optional, Sequence, Union
 
 import gin
 
+from t0_jax import storage
 from t0_jax.bin import cli, gin_flags, score_data
-from t0_jax.scoring import runner
+from t0_jax.scoring import conventions, published, runner
 from t0_jax.scoring.batching import BatchingOptions
 
 USAGE = __doc__.split("\n\n")[1]
@@ -46,7 +50,9 @@ def score_run(checkpoint_path: str = gin.REQUIRED,
               select_checkpoints: bool = True, selection_metric: str = "median_of_medians",
               compilation_cache_dir: Optional[str] = str(runner.DEFAULT_CACHE_DIR),
               progress: bool = True, use_cached_tasks: bool = False,
-              cache_dirs: Sequence[str] = ()) -> runner.ScoreRun:
+              cache_dirs: Sequence[str] = (), convention: str = conventions.T_ZERO,
+              published_model: Union[str, Sequence[str], None] = published.AUTO
+              ) -> runner.ScoreRun:
     """The gin-bound arguments of a run, as a plain `ScoreRun` (library code sees no gin)."""
     required = {"CHECKPOINT_PATH": checkpoint_path, "MIXTURE_OR_TASK_NAME": mixture_or_task_name,
                 "OUTPUT_DIR": output_dir}
@@ -61,6 +67,13 @@ def score_run(checkpoint_path: str = gin.REQUIRED,
                                max_target_length=max_target_length)
     names = (str(mixture_or_task_name) if isinstance(mixture_or_task_name, str)
              else tuple(map(str, mixture_or_task_name)))
+    try:  # both checked before any scoring work, not after it
+        conventions.check(str(convention))
+        if published_model is not None and not isinstance(published_model, str):
+            published_model = tuple(map(str, published_model))
+        published.choose_models(published.load(), published_model, str(checkpoint_path))
+    except ValueError as error:
+        raise UsageError(str(error)) from error
     return runner.ScoreRun(
         checkpoint_path=str(checkpoint_path), mixture_or_task_name=names,
         output_dir=str(output_dir), split=split, data_dir=data_dir, vocab_path=vocab_path,
@@ -69,7 +82,8 @@ def score_run(checkpoint_path: str = gin.REQUIRED,
         max_examples=max_examples, batching=batching, select_checkpoints=select_checkpoints,
         selection_metric=selection_metric,
         compilation_cache_dir=compilation_cache_dir, progress=progress,
-        use_cached_tasks=bool(use_cached_tasks), cache_dirs=tuple(map(str, cache_dirs or ())))
+        use_cached_tasks=bool(use_cached_tasks), cache_dirs=tuple(map(str, cache_dirs or ())),
+        convention=str(convention), published_model=published_model)
 
 
 def parse_config(argv: Sequence[str]) -> runner.ScoreRun:
@@ -85,9 +99,7 @@ def run_from_flags(argv: Sequence[str]) -> dict:
         cli.check_writable_dir(cfg.output_dir, "OUTPUT_DIR")  # before any scoring work
     results = runner.run(cfg, score_data.ScoreData(cfg))
     if _is_main_process():
-        out = pathlib.Path(cfg.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.gin").write_text(gin.operative_config_str())
+        storage.write_text(storage.join(cfg.output_dir, "config.gin"), gin.operative_config_str())
     return results
 
 
@@ -109,7 +121,10 @@ def _main(argv: list) -> int:
     elif overall:
         print(f"{overall['num_tasks']} tasks, {overall['num_datasets']} datasets: "
               f"median of medians {overall['median_of_medians']}, "
-              f"mean accuracy {overall['mean_accuracy']}")
+              f"mean accuracy {overall['mean_accuracy']} ({results['convention']['name']} "
+              "convention)")
+        if results.get("published"):
+            print(published.format_table(results["published"]))
     return 0
 
 

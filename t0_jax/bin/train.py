@@ -19,7 +19,9 @@ Rerunning the same command resumes from the newest complete checkpoint in MODEL_
 with 143; a second trainer on the same MODEL_DIR refuses to start. Exit codes: 0 done, 2 an
 error you can fix (one line; `--verbose` or T0_DEBUG=1 adds the traceback), 3 a non-finite
 loss, 143 stopped by SIGTERM (rerun to resume). The operative gin config is written to
-MODEL_DIR/config.gin and into every checkpoint.
+MODEL_DIR/config.gin and into every checkpoint. MODEL_DIR, INITIAL_CHECKPOINT_PATH, VOCAB_PATH,
+DATA_DIR and CACHE_DIRS may be local or `gs://` paths (t0_jax/storage; on a pod every host
+must see the same MODEL_DIR, so use a bucket there).
 Also runs as `python -m t0_jax.bin.train`; `main(argv)` is callable in-process.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Optional, Sequence, Union
 
 import gin
 
-from t0_jax.bin import cli, gin_configurables, gin_flags, train_plan
+from t0_jax.bin import cli, gin_configurables, gin_flags, initial_checkpoint, train_plan
 from t0_jax.train import preemption, trainer
 
 USAGE = __doc__.split("\n\n")[1]
@@ -91,7 +93,11 @@ def run(argv: Sequence[str]) -> Union[trainer.TrainResult, int, None]:
     if flags.dry_run:  # the plan: the step compiled ahead of time (exit status)
         return train_plan.run(flags)
     train = gin.get_configurable("t0_jax.train.train")
-    return train(config_text=gin.config_str(), dry_run=flags.dry_run)
+    args = train_plan.train_arguments()  # the initial checkpoint first: it may carry the vocab
+    initial_checkpoint.check(args.get("initial_checkpoint_path"), args.get("model_dir"))
+    vocab = initial_checkpoint.vocabulary(args.get("initial_checkpoint_path"),
+                                          args.get("vocab_path"))
+    return train(config_text=gin.config_str(), dry_run=flags.dry_run, vocab_path=vocab)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

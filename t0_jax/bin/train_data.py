@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Mapping, Optional, Sequence
 
+from t0_jax import storage
 from t0_jax.train import trainer
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,14 @@ class PipelineSource:
             log.warning("input: the tf.data pipeline of %r cannot be checkpointed (%s)",
                         self.args["name"], e)
             return False
-        with open(os.path.join(directory, STATE_FILE), "w", encoding="utf-8") as f:
-            json.dump({"position": self._iterator.position, "step": step}, f)
+        storage.write_text(storage.join(directory, STATE_FILE),
+                           json.dumps({"position": self._iterator.position, "step": step}))
         return True
 
     def restore_state(self, directory: str, step: int) -> bool:
         try:
-            with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as f:
-                position = int(json.load(f)["position"])
+            position = int(json.loads(storage.read_text(storage.join(directory, STATE_FILE)))[
+                "position"])
         except (OSError, ValueError, KeyError):
             return False
         self._restored = (directory, position)

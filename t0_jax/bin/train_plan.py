@@ -8,8 +8,10 @@ Compiles the configured train step ahead of time, reading no data and no checkpo
 host's devices, or with `--topology` for a TPU slice this host does not have (Cloud TPU names
 such as v3-256, v4-128, v5e-256, or libtpu's v4:4x4x4; needs libtpu). Prints memory per device
 against the device's memory, FLOPs per step and the MFU bound; `--json` adds one JSON object as
-the last line of stdout. Exit status 0 when it fits (or the device memory is unknown), 2 when
-it does not fit or the configuration is wrong.
+the last line of stdout. A model axis (NUM_PARTITIONS) wider than the slice is planned at the
+widest the slice allows, and the plan says so; a compile that runs out of device memory is
+reported as "does not fit" with the compiler's figures. Exit status 0 when it fits (or the
+device memory is unknown), 2 when it does not fit or the configuration is wrong.
 """
 from __future__ import annotations
 
@@ -81,12 +83,22 @@ def make_plan(flags: gin_flags.GinFlags) -> plan_lib.Plan:
         raise trainer.ConfigError(str(e)) from e
     target = f"{name} ({topology.libtpu_name})" if topology else f"this host ({len(devices)} × " \
         f"{devices[0].platform})"
+    num_partitions, notes = plan_lib.model_axis_for(args["num_partitions"], len(devices),
+                                                    target)
     try:
-        mesh = mesh_lib.make_mesh(args["num_partitions"], devices)
+        mesh = mesh_lib.make_mesh(num_partitions, devices)
     except ValueError as e:
         raise trainer.ConfigError(f"{e} ({target})") from e
     trainer.check_mesh(mesh, args["batch_size"], args["num_microbatches"])
     config = T5Config.from_dict(args["model_config"].to_dict())
+    plan = _compile_plan(flags, args, config, mesh, target, topology, devices)
+    plan.notes = notes + plan.notes
+    if notes:
+        plan.run["requested_num_partitions"] = args["num_partitions"]
+    return plan
+
+
+def _compile_plan(flags, args, config, mesh, target, topology, devices) -> plan_lib.Plan:
     return plan_lib.plan_train_step(
         config, mesh, target=target, batch_size=args["batch_size"],
         task_feature_lengths=args["task_feature_lengths"],

@@ -5,14 +5,17 @@
     Hugging Face T5 directory                config.json + weights           → hf
     T5X                                      msgpack file, or a dir with `checkpoint`,
                                              or a model dir of checkpoint_<step>/ → latest step
+
+Paths are strings, local or on object storage (`gs://...`): detection lists and tests files
+through `t0_jax.storage`, so a bucket is read like a disk.
 """
 from __future__ import annotations
 
 import os
-import pathlib
 import re
 from typing import Any
 
+from t0_jax import storage
 from t0_jax.convert import hf, layout, t0_format, t5x
 from t0_jax.convert.loaded import LoadedCheckpoint
 from t0_jax.model.config import T5Config
@@ -20,33 +23,35 @@ from t0_jax.model.config import T5Config
 FORMATS = ("t0_jax", "huggingface", "t5x")
 
 
-def _latest(path: pathlib.Path, pattern: str, accept) -> pathlib.Path | None:
+def _latest(path: str, pattern: str, accept) -> str | None:
     """The highest-numbered child directory matching `pattern` that `accept`s."""
     steps = []
-    for child in path.iterdir():
-        m = re.fullmatch(pattern, child.name)
-        if m and child.is_dir() and accept(child):
+    for name in storage.listdir(path):
+        m = re.fullmatch(pattern, name)
+        child = storage.join(path, name)
+        if m and accept(child):
             steps.append((int(m.group(1)), child))
     return max(steps)[1] if steps else None
 
 
-def resolve(path: str | os.PathLike) -> tuple[str, pathlib.Path]:
+def resolve(path: str | os.PathLike) -> tuple[str, str]:
     """(format, concrete path) for a checkpoint path; a run directory resolves to its latest step."""
-    path = pathlib.Path(path)
-    if not path.exists():
+    path = os.fspath(path)
+    if not storage.exists(path):
         raise FileNotFoundError(f"checkpoint path {path} does not exist.")
-    if path.is_file():
+    if storage.isfile(path):
         return "t5x", path
     if t0_format.is_t0_checkpoint(path):
         return "t0_jax", path
-    if (path / hf.CONFIG_FILE).is_file():
+    if storage.isfile(storage.join(path, hf.CONFIG_FILE)):
         return "huggingface", path
-    if (path / t5x.CHECKPOINT_FILE).is_file():
+    if storage.isfile(storage.join(path, t5x.CHECKPOINT_FILE)):
         return "t5x", path
     step_dir = _latest(path, r"(\d+)", t0_format.is_t0_checkpoint)
     if step_dir is not None:
         return "t0_jax", step_dir
-    step_dir = _latest(path, r"checkpoint_(\d+)", lambda d: (d / t5x.CHECKPOINT_FILE).is_file())
+    step_dir = _latest(path, r"checkpoint_(\d+)",
+                       lambda d: storage.isfile(storage.join(d, t5x.CHECKPOINT_FILE)))
     if step_dir is not None:
         return "t5x", step_dir
     raise layout.CheckpointFormatError(

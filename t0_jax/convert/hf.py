@@ -11,17 +11,22 @@ The mapping is pure renaming plus transposes:
   dropped.
 Neither side scales attention logits by 1/sqrt(d_kv) at run time, and T5 v1.1 (untied lm_head)
 does not rescale the decoder output, so no value changes on the way.
+
+SRC and DST may be local or on object storage (`gs://...`). safetensors and torch read local
+files (memory-mapped), so a remote weight file is fetched once through `storage.local_copy`
+(checked by size and checksum); a remote DST is written into a local temporary folder and then
+uploaded file by file with `storage.copytree`.
 """
 from __future__ import annotations
 
 import json
 import os
-import pathlib
-import shutil
+import tempfile
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from t0_jax import storage
 from t0_jax.convert import layout
 from t0_jax.convert.loaded import (LoadedCheckpoint, cast_flat, resolve_dtype, tensor_progress,
                                     tensor_progress_bar)
@@ -141,29 +146,33 @@ class HFTensors:
     """
 
     def __init__(self, src: str | os.PathLike):
-        self.src = pathlib.Path(src)
+        self.src = os.fspath(src)
         self._where: dict[str, Any] = {}  # name -> open handle it lives in
-        if (self.src / SAFETENSORS_FILE).is_file() or (self.src / SAFETENSORS_INDEX).is_file():
+        present = set(storage.listdir(self.src))
+        if SAFETENSORS_FILE in present or SAFETENSORS_INDEX in present:
             self._open_safetensors(self._files(SAFETENSORS_FILE, SAFETENSORS_INDEX))
-        elif (self.src / BIN_FILE).is_file() or (self.src / BIN_INDEX).is_file():
+        elif BIN_FILE in present or BIN_INDEX in present:
             self._open_bins(self._files(BIN_FILE, BIN_INDEX))
         else:
             raise layout.CheckpointFormatError(
                 f"{self.src} has no weights: expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX}, "
                 f"{BIN_FILE} or {BIN_INDEX} beside {CONFIG_FILE}.")
 
-    def _files(self, single: str, index: str) -> list[pathlib.Path]:
-        if (self.src / single).is_file():
-            return [self.src / single]
-        weight_map = json.loads((self.src / index).read_text())["weight_map"]
-        return [self.src / f for f in sorted(set(weight_map.values()))]
+    def _files(self, single: str, index: str) -> list[str]:
+        """Local paths of the weight files (remote ones fetched once, verified)."""
+        if storage.isfile(storage.join(self.src, single)):
+            names = [single]
+        else:
+            weight_map = json.loads(storage.read_text(storage.join(self.src, index)))["weight_map"]
+            names = sorted(set(weight_map.values()))
+        return [storage.local_copy(storage.join(self.src, name)) for name in names]
 
-    def _open_safetensors(self, files: list[pathlib.Path]) -> None:
+    def _open_safetensors(self, files: list[str]) -> None:
         from safetensors import safe_open  # noqa: PLC0415
 
         for f in files:
             try:
-                handle = safe_open(str(f), framework="numpy")
+                handle = safe_open(f, framework="numpy")
             except Exception as e:  # noqa: BLE001 - safetensors' own error type (Rust)
                 raise layout.CheckpointFormatError(
                     f"{f} is not a readable safetensors file ({e}); it is truncated or "
@@ -171,7 +180,7 @@ class HFTensors:
             for name in handle.keys():
                 self._where[name] = handle
 
-    def _open_bins(self, files: list[pathlib.Path]) -> None:
+    def _open_bins(self, files: list[str]) -> None:
         try:
             import torch  # noqa: PLC0415
         except ImportError as e:
@@ -214,12 +223,12 @@ def _torch_to_numpy(t: Any) -> np.ndarray:
 
 
 def read_hf_config(src: str | os.PathLike) -> dict[str, Any]:
-    path = pathlib.Path(src) / CONFIG_FILE
-    if not path.is_file():
+    path = storage.join(src, CONFIG_FILE)
+    if not storage.isfile(path):
         raise layout.CheckpointFormatError(
             f"{src} is not a Hugging Face model directory: {CONFIG_FILE} is missing.")
     try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_text(path))
     except ValueError as e:
         raise layout.CheckpointFormatError(f"{path} is not valid JSON ({e}); restore the "
                                            "model's config.json.") from e
@@ -261,13 +270,13 @@ def hf_to_t0_flat(tensors: HFTensors, config: T5Config, source: str,
 
 def hf_to_t0(src: str | os.PathLike, dtype: Any = None, progress: bool = False) -> LoadedCheckpoint:
     """Load an HF T5 v1.1 directory as T5X-named numpy params (+ its spiece.model if any)."""
-    src = pathlib.Path(src)
+    src = os.fspath(src)
     source = f"Hugging Face checkpoint {src}"
     config = hf_config_to_t5(read_hf_config(src), source)
     flat = cast_flat(hf_to_t0_flat(HFTensors(src), config, source, progress), dtype)
-    vocab = src / VOCAB_FILE
+    vocab = storage.join(src, VOCAB_FILE)
     return LoadedCheckpoint(params=layout.unflatten(flat), config=config,
-                            vocab_path=str(vocab) if vocab.is_file() else None, step=None,
+                            vocab_path=vocab if storage.isfile(vocab) else None, step=None,
                             source_format="huggingface")
 
 
@@ -296,17 +305,28 @@ def t0_to_hf(params: dict[str, Any], config: T5Config, dst: str | os.PathLike,
         params, config = unscan_params(params), config.replace(scan_layers=False)
     flat = layout.flatten(params)
     layout.check_shapes(layout.shapes_of(flat), config, "parameters to export")
-    dst = pathlib.Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
+    dst = os.fspath(dst)
+    if storage.is_remote(dst):  # safetensors writes local files: stage them, then upload
+        with tempfile.TemporaryDirectory(prefix="t0-convert-") as staging:
+            _write_hf_dir(flat, config, staging, vocab_path, dtype, max_shard_bytes, progress)
+            storage.copytree(staging, dst)
+        return dst
+    _write_hf_dir(flat, config, dst, vocab_path, dtype, max_shard_bytes, progress)
+    return dst
+
+
+def _write_hf_dir(flat, config: T5Config, dst: str, vocab_path, dtype, max_shard_bytes: int,
+                  progress: bool) -> None:
+    """config.json, the weights (sharded when large) and the vocabulary into local `dst`."""
+    os.makedirs(dst, exist_ok=True)
     itemsize = resolve_dtype(dtype).itemsize
     items = list(t0_to_hf_tensors(flat, config, dtype))
     shards = _plan_shards(items, flat, config, itemsize, max_shard_bytes)
     _write_shards(shards, dst, progress)
-    (dst / CONFIG_FILE).write_text(json.dumps(t5_to_hf_config(config, str(resolve_dtype(dtype))),
-                                              indent=2, sort_keys=True) + "\n")
+    storage.write_text(os.path.join(dst, CONFIG_FILE), json.dumps(
+        t5_to_hf_config(config, str(resolve_dtype(dtype))), indent=2, sort_keys=True) + "\n")
     if vocab_path is not None:
-        shutil.copyfile(vocab_path, dst / VOCAB_FILE)
-    return str(dst)
+        storage.copy(vocab_path, os.path.join(dst, VOCAB_FILE))
 
 
 def _plan_shards(items, flat, config, itemsize, max_shard_bytes):
@@ -324,7 +344,7 @@ def _plan_shards(items, flat, config, itemsize, max_shard_bytes):
     return shards
 
 
-def _write_shards(shards, dst: pathlib.Path, show_progress: bool) -> None:
+def _write_shards(shards, dst: str, show_progress: bool) -> None:
     from safetensors.numpy import save_file  # noqa: PLC0415
 
     bar = tensor_progress_bar(show_progress, "writing HF tensors", sum(len(s) for s in shards))
@@ -338,8 +358,8 @@ def _write_shards(shards, dst: pathlib.Path, show_progress: bool) -> None:
             weight_map[hf_name] = fname
             total_bytes += nbytes
             bar.update(1)
-        save_file(tensors, str(dst / fname), metadata={"format": "pt"})
+        save_file(tensors, os.path.join(dst, fname), metadata={"format": "pt"})
     bar.close()
     if len(shards) > 1:
         index = {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
-        (dst / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        storage.write_text(os.path.join(dst, SAFETENSORS_INDEX), json.dumps(index, indent=2) + "\n")

@@ -11,18 +11,20 @@ The trainer's `orbax.checkpoint.CheckpointManager` writes the same layout per st
 (`MODEL_DIR/<step>/params`, `MODEL_DIR/<step>/model_config`, plus its own items such as
 `opt_state`), so `load_t0` reads a trainer step directory too: the item names and the JSON
 keys are the contract, nothing else is.
+
+DST may be local or on object storage (`gs://...`): Orbax writes and reads it natively, and the
+vocabulary is copied and found through `t0_jax.storage`.
 """
 from __future__ import annotations
 
 import os
-import pathlib
-import shutil
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from t0_jax import storage
 from t0_jax.convert import layout
 from t0_jax.convert.loaded import LoadedCheckpoint, resolve_dtype
 from t0_jax.model.config import T5Config
@@ -52,8 +54,8 @@ def save_checkpoint(path: str | os.PathLike, params: dict[str, Any], config: T5C
                     vocab_path: str | os.PathLike | None = None, step: int | None = None,
                     opt_state_t5x: dict[str, Any] | None = None, force: bool = False) -> str:
     """Write `params` (+ config, vocabulary, optional T5X optimizer slots) to `path`."""
-    path = pathlib.Path(path).absolute()
-    if vocab_path is not None and not pathlib.Path(vocab_path).is_file():
+    path = storage.absolute(path)
+    if vocab_path is not None and not storage.isfile(vocab_path):
         raise FileNotFoundError(f"vocabulary file {vocab_path} does not exist; pass the "
                                 "SentencePiece .model file or leave the vocabulary out.")
     items = {PARAMS_ITEM: ocp.args.PyTreeSave(params),
@@ -64,18 +66,18 @@ def save_checkpoint(path: str | os.PathLike, params: dict[str, Any], config: T5C
             {"param_states": opt_state_t5x["param_states"]})
     _checkpointer().save(path, args=ocp.args.Composite(**items), force=force)
     if vocab_path is not None and jax.process_index() == 0:
-        shutil.copyfile(vocab_path, path / VOCAB_FILE)
-    return str(path)
+        storage.copy(vocab_path, storage.join(path, VOCAB_FILE))
+    return path
 
 
 def is_t0_checkpoint(path: str | os.PathLike) -> bool:
-    path = pathlib.Path(path)
-    return (path / PARAMS_ITEM).is_dir() and (path / CONFIG_ITEM).is_dir()
+    return (storage.isdir(storage.join(path, PARAMS_ITEM))
+            and storage.isdir(storage.join(path, CONFIG_ITEM)))
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """The `model_config` JSON item of a checkpoint (or trainer step) directory."""
-    path = pathlib.Path(path).absolute()
+    path = storage.absolute(path)
     if not is_t0_checkpoint(path):
         raise layout.CheckpointFormatError(
             f"{path} is not a t0_jax checkpoint: it needs the Orbax items {PARAMS_ITEM}/ and "
@@ -84,23 +86,24 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         **{CONFIG_ITEM: ocp.args.JsonRestore()}))[CONFIG_ITEM]
     if not isinstance(meta, dict) or "config" not in meta:
         raise layout.CheckpointFormatError(
-            f"{path / CONFIG_ITEM} holds {meta!r}, not a JSON object with a 'config' key "
+            f"{storage.join(path, CONFIG_ITEM)} holds {meta!r}, not a JSON object with a 'config' key "
             "(T5Config.to_dict()); the trainer must save it with ocp.args.JsonSave.")
     return meta
 
 
-def _stored_shapes(path: pathlib.Path, item: str) -> dict[str, Any]:
+def _stored_shapes(path: str, item: str) -> dict[str, Any]:
     """Orbax array metadata of one PyTree item, flat by path (no array is read)."""
     try:
         metadata = _checkpointer().metadata(path).item_metadata[item]
     except (ValueError, OSError) as e:  # tensorstore: missing or damaged files
         raise _damaged(path, e) from e
     if metadata is None:
-        raise layout.CheckpointFormatError(f"{path / item} could not be read as an Orbax PyTree.")
+        raise layout.CheckpointFormatError(
+            f"{storage.join(path, item)} could not be read as an Orbax PyTree.")
     return layout.flatten(dict(metadata.tree))
 
 
-def _damaged(path: pathlib.Path, error: Exception) -> layout.CheckpointFormatError:
+def _damaged(path: str, error: Exception) -> layout.CheckpointFormatError:
     reason = str(error).splitlines()[0][:160]
     return layout.CheckpointFormatError(
         f"{path} could not be read: files of this Orbax checkpoint are missing or damaged "
@@ -117,15 +120,16 @@ def _restore_args(flat_meta: dict[str, Any], dtype: np.dtype | None,
             for p, m in flat_meta.items()}
 
 
-def _step_from_name(path: pathlib.Path) -> int | None:
+def _step_from_name(path: str) -> int | None:
     """CheckpointManager step directories are named by the step number."""
-    return int(path.name) if path.name.isdigit() else None
+    name = storage.basename(path)
+    return int(name) if name.isdigit() else None
 
 
 def load_t0(path: str | os.PathLike, dtype: Any = None, shardings: dict[str, Any] | None = None,
             with_optimizer_state: bool = False) -> LoadedCheckpoint:
     """Read our format (or a trainer step directory); names and shapes are checked first."""
-    path = pathlib.Path(path).absolute()
+    path = storage.absolute(path)
     meta = read_config(path)
     config = T5Config.from_dict(meta["config"])
     flat_meta = _stored_shapes(path, PARAMS_ITEM)
@@ -139,7 +143,7 @@ def load_t0(path: str | os.PathLike, dtype: Any = None, shardings: dict[str, Any
             "own config (t0_format.read_config), or load without shardings and re-lay them.")
     items = {PARAMS_ITEM: ocp.args.PyTreeRestore(restore_args=layout.unflatten(
         _restore_args(flat_meta, resolve_dtype(dtype), shardings)))}
-    if with_optimizer_state and (path / OPT_STATE_T5X_ITEM).is_dir():
+    if with_optimizer_state and storage.isdir(storage.join(path, OPT_STATE_T5X_ITEM)):
         opt_meta = _stored_shapes(path, OPT_STATE_T5X_ITEM)
         items[OPT_STATE_T5X_ITEM] = ocp.args.PyTreeRestore(restore_args=layout.unflatten(
             {p: ocp.RestoreArgs(restore_type=np.ndarray) for p in opt_meta}))
@@ -148,15 +152,26 @@ def load_t0(path: str | os.PathLike, dtype: Any = None, shardings: dict[str, Any
     except (ValueError, OSError) as e:  # tensorstore: missing or damaged array files
         raise _damaged(path, e) from e
     vocab = meta.get("vocab")
-    vocab_path = None if vocab is None else str(path / vocab)  # absolute `vocab` stays absolute
+    vocab_path = None if vocab is None else _beside(path, vocab)
     step = meta.get("step")
     return LoadedCheckpoint(
         params=restored[PARAMS_ITEM], config=config,
-        vocab_path=vocab_path if vocab_path and os.path.isfile(vocab_path) else None,
+        vocab_path=vocab_path if vocab_path and storage.isfile(vocab_path) else None,
         step=_step_from_name(path) if step is None else int(step),
         opt_state=_with_step(restored.get(OPT_STATE_T5X_ITEM), step) if with_optimizer_state
         else None,
         source_format="t0_jax")
+
+
+def _beside(path: str, relative: str) -> str:
+    """`relative` (e.g. a trainer step's "../spiece.model") resolved against `path`; object
+    stores do not resolve "..", so it is done here. An absolute `relative` stays as it is."""
+    if relative.startswith("/") or storage.is_remote(relative):
+        return relative
+    parts = relative.split("/")
+    while parts and parts[0] == "..":
+        path, parts = storage.dirname(path), parts[1:]
+    return storage.join(path, *parts)
 
 
 def _with_step(opt_state: dict[str, Any] | None, step: int | None) -> dict[str, Any] | None:

@@ -14,17 +14,21 @@ Version < 3 stored bfloat16 arrays as uint16 in TensorStore; they are reinterpre
 T5X's scanned-layers form puts all layers of a stack under `encoder/encoder/...` with the layers
 axis at position 1 (an XLA layout choice); it is split back into `encoder/layers_{i}/...` here,
 so every converter downstream sees the per-layer layout.
+
+The checkpoint may be local or on object storage: the msgpack file is read through
+`t0_jax.storage`, and tensorstore opens each array where it lies (`gs://` natively), so a
+public `gs://.../checkpoint_1100000` converts without downloading it first.
 """
 from __future__ import annotations
 
 import copy
 import os
-import pathlib
 import re
 from typing import Any, Mapping
 
 import numpy as np
 
+from t0_jax import storage
 from t0_jax.convert import layout
 from t0_jax.convert.loaded import LoadedCheckpoint, cast_flat, resolve_dtype, tensor_progress
 from t0_jax.model.config import T5Config
@@ -34,24 +38,25 @@ T5X_SCAN_AXIS = 1
 _SCANNED = re.compile(r"^(encoder|decoder)/\1/(.*)$")
 
 
-def find_checkpoint_file(path: str | os.PathLike) -> pathlib.Path:
+def find_checkpoint_file(path: str | os.PathLike) -> str:
     """A msgpack file, or a T5X `checkpoint_<step>` directory holding `checkpoint`."""
-    path = pathlib.Path(path)
-    if path.is_file():
+    path = os.fspath(path)
+    if storage.isfile(path):
         return path
-    if (path / CHECKPOINT_FILE).is_file():
-        return path / CHECKPOINT_FILE
+    if storage.isfile(storage.join(path, CHECKPOINT_FILE)):
+        return storage.join(path, CHECKPOINT_FILE)
     raise layout.CheckpointFormatError(
         f"{path} is not a T5X checkpoint: expected a msgpack file or a directory containing a "
         f"'{CHECKPOINT_FILE}' file (e.g. .../checkpoint_1100000/).")
 
 
-def read_state(file: pathlib.Path) -> dict[str, Any]:
+def read_state(file: str) -> dict[str, Any]:
     """The msgpack tree (TensorStore-backed arrays still as spec dicts)."""
     from flax import serialization  # noqa: PLC0415
 
+    data = storage.read_bytes(file)  # whole, as msgpack needs it: one sequential read
     try:
-        state = serialization.msgpack_restore(file.read_bytes())
+        state = serialization.msgpack_restore(data)
     except Exception as e:  # msgpack raises several unrelated types on garbage
         raise layout.CheckpointFormatError(
             f"{file} is not a T5X msgpack checkpoint ({type(e).__name__}: {e}).") from e
@@ -84,8 +89,10 @@ def leaf_shape(leaf: Any) -> tuple[int, ...]:
     return tuple(np.shape(leaf))
 
 
-def absolute_spec(spec: Mapping[str, Any], ckpt_dir: pathlib.Path) -> dict[str, Any]:
-    """Point a stored (relative, maybe GCS) spec at the local copy under `ckpt_dir`."""
+def absolute_spec(spec: Mapping[str, Any], ckpt_dir: str) -> dict[str, Any]:
+    """Point a stored (relative, maybe GCS) spec at the array under `ckpt_dir`, wherever that
+    lies: a `file` kvstore for a local folder, tensorstore's URL form (`gs://bucket/path/`)
+    for object storage."""
     spec = copy.deepcopy(dict(spec))
     kvstore = spec.get("kvstore", {})
     relative = kvstore.get("path") if isinstance(kvstore, Mapping) else None
@@ -93,21 +100,27 @@ def absolute_spec(spec: Mapping[str, Any], ckpt_dir: pathlib.Path) -> dict[str, 
     if relative is None:
         raise layout.CheckpointFormatError(f"TensorStore spec without a path in {ckpt_dir}: {spec}")
     spec.pop("path", None)
-    # os.path.join keeps the trailing "/" that marks a zarr directory prefix
-    spec["kvstore"] = {"driver": "file", "path": os.path.join(str(ckpt_dir), relative.lstrip("/"))}
+    # join keeps the trailing "/" that marks a zarr directory prefix
+    where = storage.join(ckpt_dir, relative.lstrip("/"))
+    spec["kvstore"] = where if storage.is_remote(where) else {"driver": "file", "path": where}
     return spec
 
 
-def read_leaf(leaf: Any, ckpt_dir: pathlib.Path, version: int) -> np.ndarray:
+def _kvstore_path(spec: Mapping[str, Any]) -> str:
+    kvstore = spec["kvstore"]
+    return kvstore if isinstance(kvstore, str) else kvstore["path"]
+
+
+def read_leaf(leaf: Any, ckpt_dir: str, version: int) -> np.ndarray:
     """An inline array as is; a TensorStore one read from disk (whole array)."""
     if not is_ts_spec(leaf):
         return np.asarray(leaf)
     import tensorstore as ts  # noqa: PLC0415 - orbax depends on it, so it is installed
 
     spec = absolute_spec(leaf, ckpt_dir)
-    if not os.path.exists(spec["kvstore"]["path"]):
+    if not storage.exists(_kvstore_path(spec)):
         raise FileNotFoundError(
-            f"T5X array {spec['kvstore']['path']} is missing; copy the whole checkpoint directory "
+            f"T5X array {_kvstore_path(spec)} is missing; copy the whole checkpoint directory "
             f"(the msgpack file and its target.* / state.* subdirectories).")
     array = ts.open(spec, open=True, read=True).result().read().result()
     if version < 3 and array.dtype == np.uint16:  # bfloat16 bits before T5X checkpoint v3
@@ -129,7 +142,7 @@ def unscan_plan(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str, i
     return plan
 
 
-def _read_params(flat: dict[str, Any], plan: dict[str, tuple], ckpt_dir: pathlib.Path,
+def _read_params(flat: dict[str, Any], plan: dict[str, tuple], ckpt_dir: str,
                  version: int, progress: bool) -> dict[str, np.ndarray]:
     """Read each stored array once (a scanned stack serves all its layers)."""
     out, stacked = {}, {}
@@ -144,7 +157,7 @@ def _read_params(flat: dict[str, Any], plan: dict[str, tuple], ckpt_dir: pathlib
     return out
 
 
-def _read_opt_state(state: dict[str, Any], plan: dict[str, tuple], ckpt_dir: pathlib.Path,
+def _read_opt_state(state: dict[str, Any], plan: dict[str, tuple], ckpt_dir: str,
                     version: int, source: str) -> dict[str, Any]:
     """Adafactor slots (v_row, v_col, v, and m if stored) per parameter, as T5X stored them."""
     if any(index is not None for _, index, _ in plan.values()):
@@ -188,11 +201,11 @@ def load_t5x(path: str | os.PathLike, config: T5Config | None = None, dtype: Any
     if config is None:
         config = layout.infer_config(shapes, source)
     layout.check_shapes(shapes, config.replace(scan_layers=False), source)
-    params = cast_flat(_read_params(flat, plan, file.parent, version, progress), dtype)
+    params = cast_flat(_read_params(flat, plan, storage.dirname(file), version, progress), dtype)
     step = _step(state)
     opt_state = None
     if with_optimizer_state:
         opt_state = {"step": step,
-                     "param_states": _read_opt_state(state, plan, file.parent, version, source)}
+                     "param_states": _read_opt_state(state, plan, storage.dirname(file), version, source)}
     return LoadedCheckpoint(params=layout.unflatten(params), config=config.replace(scan_layers=False),
                             vocab_path=None, step=step, opt_state=opt_state, source_format="t5x")

@@ -1,38 +1,47 @@
-"""`t0-cache`'s engine: seqio caches of our tasks written by ONE Apache Beam pipeline.
+"""`t0-cache`'s engine: seqio-format caches of our tasks, written by Beam, checked, then installed.
 
-The pipeline is seqio's own (`seqio/scripts/cache_tasks_main.py`, `seqio.beam_utils`):
-PreprocessTask → Reshuffle → WriteExampleTfRecord, GetInfo/GetStats → WriteJson, then COMPLETED
-once every split of the task is written. So the folders are exactly seqio's (and P3's) format;
-`caches` reads them. What we add around it:
+Output: exactly seqio's (and P3's) cache format, per task `<split>.tfrecord-NNNNN-of-NNNNN`,
+`info.<split>.json`, `stats.<split>.json`, `COMPLETED`; `caches` and seqio read it.
 
-- tasks and mixtures by our names; tasks whose folder is already COMPLETED are skipped;
-- every task is written under `<dir>/.t0-cache-tmp-*/` and renamed into place only after the
-  whole pipeline succeeded: a failed run never touches an existing cache;
-- our source shards arbitrarily, so each split is cut into `num_input_shards` slices that Beam
-  workers render in parallel (seqio would see one shard and use one worker);
-- the DirectRunner default uses the host's cores (`default_pipeline_options`: one worker
-  process per core above 2 cores); every worker gets the data dir and vocabulary in effect here;
-- a `dropped` counter per split (renderings that are not exactly (inputs, targets)).
+How (see `shard_writer` for the Beam side):
+1. plan: tasks/mixtures by our names; tasks already COMPLETED are skipped; for each (task, split)
+   the launcher counts the source's examples itself (outside Beam) and makes a `SplitJob` of
+   `min_shards` shards;
+2. write: tasks are grouped into pipelines of at most `tasks_per_pipeline` tasks (memory and
+   lost work on failure stay bounded whatever the number of tasks); in each, one DoFn call per
+   shard renders + tokenizes + writes it, then one per split writes info/stats and the counts;
+   the runner is chosen explicitly (`beam_runners`: FnApiRunner locally, never Prism or a
+   silent fall back; Dataflow/Flink/Spark through `--runner`);
+3. check: `cache_counts` compares the source count, the writers' counts, stats and the records
+   in the shard files; a split that disagrees is not installed and the run fails naming the
+   numbers;
+4. install, COMPLETED LAST (object stores have no atomic folder rename): local caches are
+   staged in `<dir>/.t0-cache-tmp/<task>/data` and renamed into place, remote ones are written
+   straight into their final folder; `COMPLETED` is written after the check. A killed run
+   leaves nothing that reads as complete; a rerun deletes that task's partial outputs first.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 import seqio
-import tensorflow as tf
 
-from t0_jax.data import caches, registry, sources
+from t0_jax import storage
+from t0_jax.data import (beam_runners, cache_counts, caches, registry, shard_writer, sources,
+                         templates)
 
 log = logging.getLogger(__name__)
 DEFAULT_MIN_SHARDS = 64  # seqio's default: enough files for per-host sharding and shuffling
-
+DEFAULT_TASKS_PER_PIPELINE = 32
+WORK_DIR = ".t0-cache-tmp"  # hidden: `caches.use_cache_dirs` ignores dot folders
+default_pipeline_options = beam_runners.default_pipeline_options
 
 
 @dataclasses.dataclass
@@ -47,6 +56,7 @@ class CachedSplit:
     targets_tokens: Optional[int] = None
     dropped: Optional[int] = None  # renderings that were not exactly (inputs, targets)
     note: str = ""
+    source: Optional[int] = None  # source examples counted by the launcher (written rows)
 
 
 @dataclasses.dataclass
@@ -55,102 +65,117 @@ class CacheReport:
     rows: list
     seconds: float
     pipeline_options: list
+    runner: str = ""  # e.g. 'FnApiRunner (multi_processing, 2 workers)'
 
     @property
     def written_examples(self) -> int:
         return sum(r.examples or 0 for r in self.rows if r.status == "written")
 
 
-def default_pipeline_options(num_workers: Optional[int] = None) -> list:
-    """Beam's DirectRunner using the host's cores: one worker thread per core up to 4 cores,
-    one worker PROCESS per core above that.
+def cache_tasks(names: Sequence[str], output_cache_dir: str, *, splits=None, data_dir=None,
+                vocab_path=None, pipeline_options: Optional[Sequence[str]] = None,
+                min_shards: int = DEFAULT_MIN_SHARDS, num_input_shards: Optional[int] = None,
+                modules: Sequence[str] = (), progress: Callable[[str], None] = log.info,
+                tasks_per_pipeline: int = DEFAULT_TASKS_PER_PIPELINE,
+                record_filter: Optional[shard_writer.RecordFilter] = None) -> CacheReport:
+    """Cache tasks/mixtures `names` in seqio's format under `output_cache_dir` (module doc).
 
-    Measured on the shared 2-core machine (2 ag_news templates, 15,200 examples, start-up
-    included): multi_threading x2 390 examples/s, in_memory (1 worker, rendering in the render
-    pool) 225, multi_processing x2 100 (each worker process imports TensorFlow and seqio, and
-    every element crosses the gRPC data plane); the threads render in-process (`cache_tasks`). Threads share one GIL, so many-core hosts get
-    processes (not measured here); cluster runs belong on Dataflow/Flink/Spark anyway.
+    `pipeline_options`: Beam flags (default `beam_runners.default_pipeline_options()`);
+    `min_shards`: output files per split (seqio's --min_shards; at least one per local
+    worker, as seqio's max(input shards, min_shards)); `modules`: imported first
+    (they register more tasks). `num_input_shards` is accepted for old scripts and unused: the
+    work units are the output shards. `record_filter` is for tests only (a writer that loses
+    records, see `shard_writer.write_shard`). Returns the per-task figures.
     """
-    cores = num_workers or os.cpu_count() or 1
-    mode = "multi_threading" if cores <= 4 else "multi_processing"
-    return ["--runner=DirectRunner", f"--direct_num_workers={cores}",
-            f"--direct_running_mode={mode}"]
+    del num_input_shards
+    start = time.perf_counter()
+    for module in modules:
+        importlib.import_module(module)
+    if vocab_path is not None:
+        registry.set_vocab_path(vocab_path)
+    data_dir = sources.get_data_dir(data_dir)
+    output_cache_dir = storage.absolute(output_cache_dir)
+    choice = beam_runners.choose(pipeline_options)
+    rows, pending = existing_outputs(caches.expand_tasks(caches.split_names(names)),
+                                     output_cache_dir, progress)
+    jobs = plan_jobs(pending, caches.split_names(splits), data_dir, output_cache_dir,
+                     max(1, min_shards, choice.workers or 1), rows)
+    tokenizer = _tokenizer()
+    groups = _groups(jobs, tasks_per_pipeline)
+    if groups:
+        progress(f"runner: {choice.describe()}")
+    failures = []
+    for number, group in enumerate(groups, 1):
+        progress(f"pipeline {number}/{len(groups)}: {len(group)} task(s), "
+                 f"{sum(len(j) for j in group.values())} split(s), "
+                 f"{sum(job.examples for js in group.values() for job in js):,} source examples")
+        written, failed = _write_group(group, output_cache_dir, choice, tokenizer,
+                                       record_filter, progress)
+        rows += written
+        failures += failed
+    if failures:
+        raise cache_counts.CacheCountError(" | ".join(failures))
+    return CacheReport(output_cache_dir, rows, time.perf_counter() - start,
+                       list(choice.options), choice.describe())
 
 
-def _in_process_threads(options: Sequence[str]) -> bool:
-    return any(o == "--direct_running_mode=multi_threading" for o in options)
+def _tokenizer() -> shard_writer.Tokenizer:
+    vocab = registry.task_vocabulary().resolve()
+    return shard_writer.Tokenizer(vocab.sp_model, vocab.eos_id, vocab.pad_id)
 
 
-class _WorkerSetup:
-    """Runs in every Beam worker before a task is loaded: the same data dir and vocabulary
-    as the launching process, and the user's modules that register extra tasks. A worker
-    process renders in-process: Beam's workers are the parallelism (a render pool in each of
-    them would oversubscribe the cores)."""
-
-    def __init__(self, data_dir, vocab_path, modules: Sequence[str] = ()):
-        self.data_dir, self.vocab_path, self.modules = data_dir, vocab_path, tuple(modules)
-        self.launcher_pid = os.getpid()
-
-    def __call__(self):
-        import importlib
-
-        from t0_jax.data import registry as task_registry, sources as task_sources
-
-        if self.data_dir:
-            task_sources.set_data_dir(self.data_dir)
-        task_registry.set_vocab_path(self.vocab_path)
-        if os.getpid() != self.launcher_pid:
-            from t0_jax.data import render_pool
-
-            render_pool.set_render_workers(1)
-        for module in self.modules:
-            importlib.import_module(module)
-
-
-def _preprocess_transform():
-    """seqio's PreprocessTask, with our source split into `num_input_shards` slices (it shards
-    arbitrarily, so Beam workers render in parallel) and a `dropped` counter per split."""
-    from apache_beam import metrics
-    from seqio import beam_utils
-
-    class PreprocessPrompted(beam_utils.PreprocessTask):
-        def __init__(self, task, split, num_input_shards: int, **kwargs):
-            super().__init__(task, split, **kwargs)
-            if task.source.supports_arbitrary_sharding and num_input_shards > 1:
-                n = num_input_shards
-                self.shards = [(i, f"{split}[{i}::{n}]") for i in range(n)]
-
-        def _emit_examples(self, shard):
-            # numpy, not EagerTensors: Beam pickles every element at each Reshuffle, and
-            # pickling tensors costs more than rendering (seqio's writers accept both)
-            kept = set()  # example indices (a score-eval row's idx is [example, choice])
-            for example in super()._emit_examples(shard):
-                example = {key: value.numpy() for key, value in example.items()}
-                if "idx" in example:
-                    kept.add(int(np.ravel(example["idx"])[0]))
-                yield example
-            dropped = _slice_size(self._task_name, self._split, shard[0], len(self.shards))
-            if dropped is not None:
-                metrics.Metrics.counter(f"{self._task_name}_{self._split}", "dropped").inc(
-                    dropped - len(kept))
-
-    return PreprocessPrompted
-
-
-def _slice_size(name: str, split: str, index: int, count: int) -> Optional[int]:
-    """Examples of slice `index::count` of the task's split (None: not one of our tasks).
-
-    Dropped renderings = this minus the example indices that came out: exact per slice, where
-    the registry's per-(task, split) tally would be shared by concurrent slices."""
-    try:
+def plan_jobs(names: Sequence[str], splits: Sequence[str], data_dir, output_cache_dir: str,
+              num_shards: int, rows: list) -> dict:
+    """{task: [SplitJob]} for every available split; the source examples are counted here."""
+    jobs = {}
+    for name in names:
+        _check_ours(name)
         info = registry.task_info(name)
-    except KeyError:
-        return None
-    size = len(sources.open_split(info.dataset, info.subset, info.source_split(split)))
-    return len(range(index, size, count))
+        template = templates.get_template(info.dataset, info.subset, info.template_name)
+        folder = _staging_folder(output_cache_dir, name)
+        task_jobs = []
+        for split in _available_splits(name, splits, data_dir, rows):
+            reader = sources.open_split(info.dataset, info.subset, info.source_split(split),
+                                        data_dir)
+            task_jobs.append(shard_writer.SplitJob(
+                task=name, split=split, source=reader.spec, template=template,
+                score_eval=name == info.score_eval, with_choices=info.score_eval is not None,
+                examples=len(reader), num_shards=num_shards, folder=folder,
+                counts_path=storage.join(_work_folder(output_cache_dir, name),
+                                         f"counts.{split}.json"),
+                seqio_version=seqio.__version__))
+        if task_jobs:
+            jobs[name] = task_jobs
+    return jobs
 
 
-def _available_splits(name: str, splits: Optional[Sequence[str]], data_dir, rows: list) -> list:
+def _check_ours(name: str) -> None:
+    task = seqio.get_mixture_or_task(name)
+    if not isinstance(task.source, registry.PromptedSource):
+        raise caches.CacheError(f"task '{name}' is not a prompted task of t0_jax.data.registry "
+                                f"(its source is {type(task.source).__name__}); t0-cache writes "
+                                "those only. Cache other seqio tasks with seqio's "
+                                "cache_tasks_main.")
+
+
+def _work_folder(output_cache_dir: str, name: str) -> str:
+    return storage.join(output_cache_dir, WORK_DIR, name)
+
+
+def _staging_folder(output_cache_dir: str, name: str) -> str:
+    """Local: a hidden folder renamed into place; remote: the final folder (no rename there)."""
+    if storage.is_remote(output_cache_dir):
+        return caches.task_folder(output_cache_dir, name)
+    return storage.join(_work_folder(output_cache_dir, name), "data")
+
+
+def _groups(jobs: dict, size: int) -> list:
+    names = list(jobs)
+    size = max(1, size)
+    return [{n: jobs[n] for n in names[i:i + size]} for i in range(0, len(names), size)]
+
+
+def _available_splits(name: str, splits: Sequence[str], data_dir, rows: list) -> list:
     """The splits to cache: asked-for splits must exist; default splits that the data lacks are
     skipped (a table row says why)."""
     task_splits = list(seqio.get_mixture_or_task(name).splits)
@@ -159,7 +184,7 @@ def _available_splits(name: str, splits: Optional[Sequence[str]], data_dir, rows
     for split in wanted:
         if split not in task_splits:
             raise caches.CacheError(f"task '{name}' has no split '{split}' (its splits: "
-                             f"{', '.join(task_splits)}); pass --splits with those.")
+                                    f"{', '.join(task_splits)}); pass --splits with those.")
         info = registry.task_info(name)
         try:
             sources.open_split(info.dataset, info.subset, info.source_split(split), data_dir)
@@ -172,60 +197,127 @@ def _available_splits(name: str, splits: Optional[Sequence[str]], data_dir, rows
     return out
 
 
-def cache_tasks(names: Sequence[str], output_cache_dir: str, *, splits=None, data_dir=None,
-                vocab_path=None, pipeline_options: Optional[Sequence[str]] = None,
-                min_shards: int = DEFAULT_MIN_SHARDS, num_input_shards: Optional[int] = None,
-                modules: Sequence[str] = (),
-                progress: Callable[[str], None] = log.info) -> CacheReport:
-    """Cache tasks/mixtures `names` in seqio's format under `output_cache_dir` (see module doc).
+# ----------------------------------------------------------------------------- one pipeline
 
-    `pipeline_options`: Beam flags (default `default_pipeline_options()`); `min_shards`: output
-    files per split (seqio's --min_shards); `num_input_shards`: slices of each split rendered in
-    parallel (default: the worker count, else 1). Returns the per-task figures.
-    """
-    start = time.perf_counter()
-    if vocab_path is not None:
-        registry.set_vocab_path(vocab_path)
-    data_dir = sources.get_data_dir(data_dir)
-    options = list(pipeline_options) if pipeline_options else default_pipeline_options()
-    num_input_shards = num_input_shards or max(1, _num_workers(options))
-    rows, pending = existing_outputs(caches.expand_tasks(caches.split_names(names)),
-                                     output_cache_dir, progress)
-    todo = {}  # task -> splits
-    for name in pending:
-        task_splits = _available_splits(name, caches.split_names(splits), data_dir, rows)
-        if task_splits:
-            todo[name] = task_splits
-    setup = _WorkerSetup(data_dir, registry.task_vocabulary().path, modules)
-    transform = _preprocess_transform()
 
-    def build(pipeline, tmp_root):
-        for name, task_splits in todo.items():
-            _add_task_steps(pipeline, transform, seqio.get_mixture_or_task(name), task_splits,
-                            caches.task_folder(tmp_root, name), setup, min_shards,
-                            num_input_shards)
-
-    from t0_jax.data import render_pool
-
-    previous = getattr(sources, "_data_dir", None)  # in-process runners run _WorkerSetup here
-    previous_workers = getattr(render_pool, "_configured", None)
-    if _in_process_threads(options):
-        # Beam's threads are the parallelism. With the render pool under Beam's threads one
-        # run here wrote 7 of 7,600 examples too few (not reproduced outside Beam); rendering
-        # in each thread wrote them all
-        render_pool.set_render_workers(1)
+def _write_group(group: dict, output_cache_dir: str, choice, tokenizer, record_filter,
+                 progress) -> tuple:
+    """Run one pipeline over `group` ({task: [SplitJob]}), check and install each task.
+    Returns (table rows, failure messages of tasks that were not installed)."""
+    for name in group:  # a rerun starts clean: partial outputs of a killed run go
+        storage.rmtree(_work_folder(output_cache_dir, name))
+        if storage.is_remote(output_cache_dir):
+            storage.rmtree(caches.task_folder(output_cache_dir, name))
     try:
-        rows += run_and_install(build, todo, output_cache_dir, options, progress)
-    finally:
-        sources.set_data_dir(previous)
-        render_pool.set_render_workers(previous_workers)
-    return CacheReport(output_cache_dir, rows, time.perf_counter() - start, options)
+        pipeline = beam_runners.make_pipeline(choice)
+        add_shard_steps(pipeline, [job for jobs in group.values() for job in jobs], tokenizer,
+                        record_filter)
+        pipeline.run().wait_until_finish()
+    except Exception as error:  # noqa: BLE001  Beam wraps worker errors in many types
+        for name in group:
+            _discard(output_cache_dir, name)
+        raise caches.CacheBuildError(_failure_message(error, group, output_cache_dir)) from error
+    rows, failures = [], []
+    for name, jobs in group.items():
+        try:
+            counts = [check_split(job) for job in jobs]
+        except cache_counts.CacheCountError as error:
+            _discard(output_cache_dir, name)
+            failures.append(str(error))
+            progress(f"NOT installed {name}: {error}")
+            continue
+        final = install(output_cache_dir, name)
+        for job, count in zip(jobs, counts):
+            rows.append(CachedSplit(name, job.split, "written", **caches.stats_figures(
+                final, job.split), dropped=count.dropped, source=count.source))
+            progress(f"cached {name} {job.split}: {count.records} examples -> {final}")
+    return rows, failures
+
+
+def add_shard_steps(pipeline, jobs: Sequence[shard_writer.SplitJob], tokenizer,
+                    record_filter=None) -> None:
+    """(job, shard) units -> shard files -> per-split info/stats/counts files.
+
+    Units are ordered largest split first and dealt round-robin by the runner, so workers get
+    similar loads; Create's reshuffle spreads them over the workers."""
+    import apache_beam as beam
+
+    units = [(job, shard) for job in sorted(jobs, key=lambda j: -j.examples)
+             for shard in range(job.num_shards)]
+    for job in jobs:
+        storage.makedirs(job.folder)
+    _ = (pipeline
+         | "shard_units" >> beam.Create(units)
+         | "write_shards" >> beam.ParDo(shard_writer.WriteShards(tokenizer, record_filter))
+         | "by_split" >> beam.GroupByKey()
+         | "write_split_files" >> beam.ParDo(shard_writer.WriteSplitFiles()))
+
+
+def check_split(job: shard_writer.SplitJob) -> cache_counts.SplitCount:
+    """The count check of one written split (CacheCountError when it does not add up)."""
+    counts = (json.loads(storage.read_text(job.counts_path))
+              if storage.exists(job.counts_path) else {})
+    records, files = cache_counts.count_shards(job.folder, job.split, job.num_shards)
+    return cache_counts.check(cache_counts.SplitCount(
+        task=job.task, split=job.split, source=job.examples,
+        visited=counts.get("examples_visited"), dropped=counts.get("dropped"),
+        kept=counts.get("kept"), rows=counts.get("rows"),
+        stats_examples=cache_counts.stats_examples(job.folder, job.split), records=records,
+        shard_files=files, num_shards=job.num_shards, one_row_per_example=not job.score_eval))
+
+
+def install(output_cache_dir: str, name: str) -> str:
+    """Move a checked task into place and write COMPLETED last; returns the final folder."""
+    final = caches.task_folder(output_cache_dir, name)
+    if not storage.is_remote(output_cache_dir):
+        storage.rmtree(final)  # a partial folder of a killed run (never a COMPLETED one)
+        os.rename(_staging_folder(output_cache_dir, name), final)
+    # seqio's COMPLETED is an empty file; only its existence is read
+    storage.write_bytes(storage.join(final, caches.COMPLETED), b"")
+    _remove_work(output_cache_dir, name)
+    return final
+
+
+def _discard(output_cache_dir: str, name: str) -> None:
+    """Remove what a failed or refused task wrote (it was never COMPLETED)."""
+    if storage.is_remote(output_cache_dir):
+        storage.rmtree(caches.task_folder(output_cache_dir, name))
+    _remove_work(output_cache_dir, name)
+
+
+def _remove_work(output_cache_dir: str, name: str) -> None:
+    storage.rmtree(_work_folder(output_cache_dir, name))
+    _remove_empty_work_dir(output_cache_dir)
+
+
+def _remove_empty_work_dir(output_cache_dir: str) -> None:
+    work = storage.join(output_cache_dir, WORK_DIR)
+    if not storage.is_remote(work) and not storage.listdir(work):
+        storage.rmtree(work)
+
+
+def _failure_message(error: Exception, todo: dict, output_cache_dir: str) -> str:
+    text = str(error)
+    failed = [f"{name} ({split})" for name, task_splits in todo.items()
+              for split in (j.split if isinstance(j, shard_writer.SplitJob) else j
+                            for j in task_splits)
+              if f"{name}_{split}_" in text or f"caching {name} ({split})" in text]
+    where = ", ".join(failed) if failed else "one of " + ", ".join(todo)
+    last = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    cause = next((line for line in reversed(last) if "ShardWriteError" in line),
+                 last[-1] if last else type(error).__name__)
+    return (f"the Beam pipeline failed while caching {where}: {cause[:500]}. Nothing under "
+            f"{output_cache_dir} was marked complete; fix the cause (run the task uncached "
+            "with `t0-tasks render` to see the example that fails) and rerun t0-cache.")
+
+
+# ----------------------------------------------------------------------------- shared with p3
 
 
 def existing_outputs(tasks: Sequence[str], output_cache_dir: str, progress) -> tuple:
     """(table rows of tasks already COMPLETED there, the tasks still to write). A task folder
-    without COMPLETED is not ours to overwrite: an error says to delete it."""
-    tf.io.gfile.makedirs(output_cache_dir)
+    without COMPLETED is a partial output (a killed run): it is rewritten."""
+    storage.makedirs(output_cache_dir)
     rows, pending = [], []
     for name in tasks:
         final = caches.task_folder(output_cache_dir, name)
@@ -233,68 +325,67 @@ def existing_outputs(tasks: Sequence[str], output_cache_dir: str, progress) -> t
             rows += [CachedSplit(name, s, "cached", **caches.stats_figures(final, s))
                      for s in caches.cached_splits(final)]
             progress(f"skip {name}: already cached at {final}")
-        elif tf.io.gfile.exists(final):
-            raise caches.CacheError(f"{final} exists but has no {caches.COMPLETED} file (an "
-                                    "interrupted seqio run?); t0-cache never overwrites it: "
-                                    "delete that folder and rerun.")
         else:
+            if storage.exists(final):
+                progress(f"{final} has no {caches.COMPLETED} (a killed run?): rewriting it")
             pending.append(name)
     return rows, pending
 
 
 def run_and_install(build, todo: dict, output_cache_dir: str, options: Sequence[str],
                     progress) -> list:
-    """Run the pipeline `build(pipeline, tmp_root)` makes, writing under a temporary folder,
-    then rename each task of `todo` ({task: splits}) into `output_cache_dir`. Returns rows."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
+    """Run the pipeline `build(pipeline, tmp_root)` makes (seqio's writers; `p3.import_p3`),
+    writing under a temporary folder; check each split (records in the shards == stats
+    examples), then move each task of `todo` ({task: splits}) into `output_cache_dir` with
+    COMPLETED last. Returns rows."""
     if not todo:
         return []
-    tmp_root = os.path.join(output_cache_dir, f"{caches.TMP_PREFIX}{uuid.uuid4().hex[:8]}")
-    progress(f"caching {len(todo)} task(s), {sum(map(len, todo.values()))} split(s) with "
-             f"{' '.join(options)}")
+    choice = beam_runners.choose(options)
+    tmp_root = storage.join(output_cache_dir, WORK_DIR, f"p3-{uuid.uuid4().hex[:8]}")
+    progress(f"caching {len(todo)} task(s), {sum(map(len, todo.values()))} split(s) on "
+             f"{choice.describe()}")
     try:
-        pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
+        pipeline = beam_runners.make_pipeline(choice)
         build(pipeline, tmp_root)
-        result = pipeline.run()
-        result.wait_until_finish()
+        pipeline.run().wait_until_finish()
+        for name, task_splits in todo.items():
+            for split in task_splits:
+                _check_written(caches.task_folder(tmp_root, name), name, split)
     except Exception as error:  # noqa: BLE001  Beam wraps worker errors in many types
-        _remove(tmp_root)
-        if isinstance(error, caches.CacheError):
+        storage.rmtree(tmp_root)
+        _remove_empty_work_dir(output_cache_dir)
+        if isinstance(error, caches.CacheError | caches.CacheBuildError):
             raise
         raise caches.CacheBuildError(_failure_message(error, todo, output_cache_dir)) from error
-    dropped = _dropped_counters(result)
     rows = []
     for name, task_splits in todo.items():
         final = caches.task_folder(output_cache_dir, name)
         _move_into_place(caches.task_folder(tmp_root, name), final)
         for split in task_splits:
-            row = CachedSplit(name, split, "written", **caches.stats_figures(final, split),
-                              dropped=dropped.get(f"{name}_{split}"))
+            row = CachedSplit(name, split, "written", **caches.stats_figures(final, split))
             rows.append(row)
             progress(f"cached {name} {split}: {row.examples} examples -> {final}")
-    _remove(tmp_root)
+    storage.rmtree(tmp_root)
+    _remove_empty_work_dir(output_cache_dir)
     return rows
 
 
-def _add_task_steps(pipeline, transform, task, task_splits, out_dir, setup, min_shards,
-                    num_input_shards) -> None:
-    """cache_tasks_main.run_pipeline's steps for one task (seqio's transforms, our labels)."""
-    completion = []
-    for split in task_splits:
-        label = f"{task.name}_{split}"
-        pat = transform(task, split, num_input_shards, setup_fn=setup)
-        examples = pipeline | f"{label}_pat" >> pat
-        completion += add_write_steps(examples, label, out_dir, split,
-                                      max(len(pat.shards), min_shards), task.output_features)
-    add_completed_step(completion, task.name, out_dir)
+def _check_written(folder: str, name: str, split: str) -> None:
+    """The count check where the source is not counted outside the pipeline (P3 import):
+    records in the shard files == stats examples."""
+    info = json.loads(storage.read_text(storage.join(folder, f"info.{split}.json")))
+    num_shards = int(info.get("num_shards", 0))
+    records, files = cache_counts.count_shards(folder, split, num_shards)
+    cache_counts.check(cache_counts.SplitCount(
+        task=name, split=split, source=None, visited=None, dropped=None, kept=None, rows=None,
+        stats_examples=cache_counts.stats_examples(folder, split), records=records,
+        shard_files=files, num_shards=num_shards))
 
 
 def add_write_steps(examples, label: str, out_dir: str, split: str, num_shards: int,
                     output_features) -> list:
-    """Reshuffle (templates of one dataset must not share an order), then seqio's TFRecord,
-    info and stats writers for one split; returns the PCollections COMPLETED waits for."""
+    """Reshuffle, then seqio's TFRecord, info and stats writers for one split (P3 import);
+    returns the PCollections COMPLETED waits for."""
     import apache_beam as beam
     from seqio import beam_utils
 
@@ -311,7 +402,8 @@ def add_write_steps(examples, label: str, out_dir: str, split: str, num_shards: 
 
 
 def add_completed_step(completion: list, name: str, out_dir: str) -> None:
-    """COMPLETED is written once every split of the task is written (as seqio does)."""
+    """COMPLETED once every split of the task is written (as seqio does); in the temporary
+    folder, moved last by `_move_into_place`."""
     import apache_beam as beam
 
     _ = (completion | f"{name}_flatten_completion" >> beam.Flatten()
@@ -321,53 +413,13 @@ def add_completed_step(completion: list, name: str, out_dir: str) -> None:
              num_shards=1, shard_name_template=""))
 
 
-def _num_workers(options: Sequence[str]) -> int:
-    for option in options:
-        if option.startswith("--direct_num_workers="):
-            return int(option.split("=", 1)[1]) or (os.cpu_count() or 1)
-    return 1
-
-
-def _failure_message(error: Exception, todo: dict, output_cache_dir: str) -> str:
-    text = str(error)
-    failed = [f"{name} ({split})" for name, task_splits in todo.items() for split in task_splits
-              if f"{name}_{split}_" in text]
-    where = ", ".join(failed) if failed else "one of " + ", ".join(todo)
-    last = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    cause = last[-1] if last else type(error).__name__
-    return (f"the Beam pipeline failed while caching {where}: {cause[:500]}. Nothing under "
-            f"{output_cache_dir} was changed; fix the cause (run the task uncached with "
-            "`t0-tasks show` to see the example that fails) and rerun t0-cache.")
-
-
-def _dropped_counters(result) -> dict:
-    try:
-        counters = result.metrics().query()["counters"]
-    except Exception:  # noqa: BLE001  some runners do not report metrics
-        return {}
-    out: dict = {}
-    for counter in counters:
-        if counter.key.metric.name == "dropped":
-            out[counter.key.metric.namespace] = (out.get(counter.key.metric.namespace, 0)
-                                                 + int(counter.committed or counter.attempted))
-    return out
-
-
 def _move_into_place(tmp_dir: str, final: str) -> None:
-    """Rename a finished task folder into the cache; COMPLETED arrives last on remote stores."""
-    if "://" not in final:
+    """Move a finished task folder into the cache, COMPLETED last; a partial folder of a killed
+    run is replaced."""
+    storage.rmtree(final)
+    if not storage.is_remote(final):
         os.rename(tmp_dir, final)
         return
-    tf.io.gfile.makedirs(final)
-    names = sorted(tf.io.gfile.listdir(tmp_dir), key=lambda n: n == caches.COMPLETED)
+    names = sorted(storage.listdir(tmp_dir), key=lambda n: n == caches.COMPLETED)
     for name in names:
-        tf.io.gfile.rename(os.path.join(tmp_dir, name), os.path.join(final, name))
-
-
-def _remove(path: str) -> None:
-    if "://" not in path:
-        shutil.rmtree(path, ignore_errors=True)
-    elif tf.io.gfile.exists(path):
-        tf.io.gfile.rmtree(path)
-
-
+        storage.copy(storage.join(tmp_dir, name), storage.join(final, name))

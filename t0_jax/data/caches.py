@@ -30,6 +30,7 @@ from typing import Iterable, Optional, Sequence
 import seqio
 import tensorflow as tf
 
+from t0_jax import storage
 from t0_jax.data import registry
 
 log = logging.getLogger(__name__)
@@ -79,24 +80,24 @@ def split_names(value) -> list:
 
 
 def task_folder(root: str, name: str) -> str:
-    return os.path.join(root, seqio.get_task_dir_from_name(name))
+    return storage.join(root, seqio.get_task_dir_from_name(name))
 
 
 def is_completed(task_dir: str) -> bool:
-    return tf.io.gfile.exists(os.path.join(task_dir, COMPLETED))
+    """seqio's completion marker, written after every shard and info file."""
+    return storage.is_complete(task_dir, COMPLETED)
 
 
 def cached_splits(task_dir: str) -> list:
-    return sorted(n[len("info."):-len(".json")] for n in tf.io.gfile.listdir(task_dir)
+    return sorted(n[len("info."):-len(".json")] for n in storage.listdir(task_dir)
                   if n.startswith("info.") and n.endswith(".json"))
 
 
 def stats_figures(task_dir: str, split: str) -> dict:
     path = seqio.get_cached_stats_path(task_dir, split)
-    if not tf.io.gfile.exists(path):
+    if not storage.exists(path):
         return {}
-    with tf.io.gfile.GFile(path) as f:
-        stats = json.load(f)
+    stats = json.loads(storage.read_text(path))
     return {"examples": stats.get("examples"), "inputs_tokens": stats.get("inputs_tokens"),
             "targets_tokens": stats.get("targets_tokens")}
 
@@ -115,14 +116,14 @@ def use_cache_dirs(dirs) -> list:
     dirs = split_names(dirs)
     known = set(registry.list_tasks(score_eval=True))
     for cache_dir in dirs:
-        if not tf.io.gfile.isdir(cache_dir):
+        if not storage.isdir(cache_dir):
             raise CacheError(f"cache dir {cache_dir} does not exist; build it with "
                              "`t0-cache --tasks ... --output_cache_dir DIR` or fix the path.")
         if is_completed(cache_dir) or cached_splits(cache_dir):
             raise CacheError(f"{cache_dir} is ONE task's cache folder; give the folder that holds "
-                             f"it ({os.path.dirname(cache_dir.rstrip('/'))}).")
-        folders = [n.rstrip("/") for n in tf.io.gfile.listdir(cache_dir)
-                   if not n.startswith(".") and tf.io.gfile.isdir(os.path.join(cache_dir, n))]
+                             f"it ({storage.dirname(cache_dir)}).")
+        folders = [n for n in storage.listdir(cache_dir)
+                   if not n.startswith(".") and storage.isdir(storage.join(cache_dir, n))]
         unknown = [n for n in folders if n not in known]
         if unknown and len(unknown) == len(folders):
             raise CacheError(_unknown_folders_message(cache_dir, unknown, known))
@@ -130,7 +131,7 @@ def use_cache_dirs(dirs) -> list:
             log.warning("%s", _unknown_folders_message(cache_dir, unknown, known))
         for name in folders:
             if name in known:
-                validate_task_cache(os.path.join(cache_dir, name), name, sample=False)
+                validate_task_cache(storage.join(cache_dir, name), name, sample=False)
     seqio.add_global_cache_dirs(dirs)
     return dirs
 
@@ -198,7 +199,7 @@ def validate_task_cache(task_dir: str, name: str, split: Optional[str] = None,
     infos = {}
     for one in splits:
         info_path = seqio.get_cached_info_path(task_dir, one)
-        if not tf.io.gfile.exists(info_path):
+        if not storage.exists(info_path):
             raise CacheError(f"the cache of '{name}' at {task_dir} has no split '{one}' (no "
                              f"{os.path.basename(info_path)}; it has: "
                              f"{', '.join(cached_splits(task_dir)) or 'none'}). Cache it with "
@@ -206,7 +207,7 @@ def validate_task_cache(task_dir: str, name: str, split: Optional[str] = None,
         infos[one] = info = _read_json(info_path, name)
         _check_features(info, info_path, name)
         for path in (seqio.get_cached_stats_path(task_dir, one),):
-            if not tf.io.gfile.exists(path):
+            if not storage.exists(path):
                 raise CacheError(f"{path} is missing (cache of '{name}'): rebuild the task.")
         shards = _shard_files(task_dir, one, info, name)
         if sample and shards:
@@ -216,8 +217,7 @@ def validate_task_cache(task_dir: str, name: str, split: Optional[str] = None,
 
 def _read_json(path: str, name: str) -> dict:
     try:
-        with tf.io.gfile.GFile(path) as f:
-            return json.load(f)
+        return json.loads(storage.read_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CacheError(f"{path} (cache of '{name}') is not valid JSON ({error}); rebuild or "
                          "re-download the task folder.") from error
@@ -244,7 +244,7 @@ def _check_features(info: dict, path: str, name: str) -> None:
 def _shard_files(task_dir: str, split: str, info: dict, name: str) -> list:
     num = int(info.get("num_shards", 0))
     prefix = seqio.get_cached_tfrecord_prefix(task_dir, split)
-    files = sorted(tf.io.gfile.glob(f"{prefix}-*-of-{num:05d}"))
+    files = storage.glob(f"{prefix}-*-of-{num:05d}")
     if num and len(files) != num:
         raise CacheError(f"the cache of '{name}' at {task_dir} should hold {num} '{split}' "
                          f"shards ({os.path.basename(prefix)}-*-of-{num:05d}) but has "

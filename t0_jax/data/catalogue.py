@@ -3,7 +3,10 @@
 Two files under `tasks/` (see tasks/README.md):
     datasets.csv     one row per (Hugging Face name, subset): cluster, `do_train` role
                      (BASE = T0, GPT_EVAL = T0+, SGLUE = T0++), `do_eval` role (BASE = held-out,
-                     BIAS_FAIRNESS), `train_size` (the HF train split; sets the mixture cap).
+                     BIAS_FAIRNESS), `train_size` (the HF train split; sets the mixture cap),
+                     `split_sizes` (optional, `split:n;...`: the example count of every split of
+                     the held-out suite, from the dataset cards; `t0-data` checks the mirror
+                     against them).
     selection.yaml   the choices the CSV cannot hold: datasets split into rounds (ANLI), the
                      held-out evaluation list and split, `t0_train_score_eval`'s exclusions.
 
@@ -43,6 +46,7 @@ class DatasetEntry:
     do_train: Optional[str]
     do_eval: Optional[str]
     train_size: Optional[int]
+    split_sizes: tuple = ()  # ((split, examples), ...): the dataset card's counts, when known
 
     @property
     def key(self) -> tuple:
@@ -52,6 +56,10 @@ class DatasetEntry:
     def display(self) -> str:
         """`hf_name` or `hf_name/subset`: how selection.yaml and messages name a dataset."""
         return display_name(self.hf_name, self.subset)
+
+    def expected_size(self, split: str) -> Optional[int]:
+        """How many examples `split` has according to the catalogue (None: not recorded)."""
+        return dict(self.split_sizes).get(split)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +121,19 @@ def _entry_from_row(row: dict, where: str) -> DatasetEntry:
                              "is computed from it).")
     return DatasetEntry(hf_name=row["HF_name"].strip(), subset=row["subset"].strip() or None,
                         cluster=row["task_by_convention"].strip(), do_train=do_train,
-                        do_eval=do_eval, train_size=int(size) if size else None)
+                        do_eval=do_eval, train_size=int(size) if size else None,
+                        split_sizes=_split_sizes(row.get("split_sizes") or "", where))
+
+
+def _split_sizes(text: str, where: str) -> tuple:
+    """`train:2490;validation:277` -> (("train", 2490), ("validation", 277))."""
+    sizes = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        split, _, count = item.partition(":")
+        if not split.strip() or not count.strip().isdigit():
+            raise CatalogueError(f"{where}: split_sizes item '{item}' is not `split:count`.")
+        sizes.append((split.strip(), int(count)))
+    return tuple(sizes)
 
 
 def find_entry(hf_name: str, subset: Optional[str] = None) -> Optional[DatasetEntry]:

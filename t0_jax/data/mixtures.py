@@ -6,6 +6,7 @@ Importing this module registers, with seqio, over the tasks of `registry`:
   t0+_train / t0++_train        ... plus GPT_EVAL / plus GPT_EVAL and SGLUE datasets
   t0_train_one_og_prompt        p=1: per BASE dataset, its first original-task template by name
   t0_train_all_og_prompts       p≈5.7: every original-task template of the BASE datasets
+  (prompt_selection_rates builds these and any other prompt/dataset ablation, e.g. the demo's)
   t0_eval_score_eval            score_eval twins of the held-out datasets' original-task templates
   t0_train_score_eval           score_eval twins of original-task BASE training templates, minus
                                 tasks/selection.yaml's exclusions (checkpoint selection)
@@ -60,20 +61,44 @@ def _rate(info: registry.TaskInfo) -> int:
 # ----------------------------------------------------------------------------- selections
 
 
-def _train_rates(roles, keep=lambda infos: infos) -> dict:
-    rates = {}
-    for entry in catalogue.train_datasets(*roles):
-        for info in keep(registry.dataset_tasks(entry.hf_name, entry.subset)):
-            rates[info.name] = _rate(info)
-    return rates
-
-
 def _original(infos) -> list:
     return [info for info in infos if info.original_task]
 
 
 def _first_original(infos) -> list:
     return _original(infos)[:1]  # infos are sorted by template name
+
+
+# The prompt ablation (T0 paper Fig. 6): which templates of a dataset a training mixture keeps.
+PROMPT_SELECTIONS = {
+    "all": list,                  # every template (t0_train; p = 8.03 in the paper)
+    "all_og": _original,          # every original-task template (p = 5.7)
+    "one_og": _first_original,    # the first original-task template by name (p = 1)
+}
+
+
+def prompt_selection_rates(datasets, prompts: str = "all", exclude_tasks=()) -> dict:
+    """{task: T0-capped rate} of the templates of `datasets` that `prompts` selects.
+
+    `datasets`: (hf_name, subset) keys of registered datasets; `prompts`: a PROMPT_SELECTIONS key;
+    `exclude_tasks`: task names never trained on (e.g. a demo's unseen templates), removed
+    before the selection. The cap counts ALL templates of a dataset, as T0's does. The T0
+    mixtures, their prompt ablations and the demo's ablations are all built here.
+    """
+    if prompts not in PROMPT_SELECTIONS:
+        raise ValueError(f"unknown prompt selection {prompts!r}; "
+                         f"known: {', '.join(PROMPT_SELECTIONS)}")
+    keep, excluded = PROMPT_SELECTIONS[prompts], set(exclude_tasks)
+    rates = {}
+    for key in datasets:
+        infos = [i for i in registry.dataset_tasks(*key) if i.name not in excluded]
+        for info in keep(infos):
+            rates[info.name] = _rate(info)
+    return rates
+
+
+def _train_rates(roles, prompts: str = "all") -> dict:
+    return prompt_selection_rates([e.key for e in catalogue.train_datasets(*roles)], prompts)
 
 
 def _rounds_of(entry) -> list:
@@ -124,8 +149,8 @@ def t0_mixture_rates() -> dict:
         "t0_train": _train_rates(["BASE"]),
         "t0+_train": _train_rates(["BASE", "GPT_EVAL"]),
         "t0++_train": _train_rates(["BASE", "GPT_EVAL", "SGLUE"]),
-        "t0_train_one_og_prompt": _train_rates(["BASE"], _first_original),
-        "t0_train_all_og_prompts": _train_rates(["BASE"], _original),
+        "t0_train_one_og_prompt": _train_rates(["BASE"], "one_og"),
+        "t0_train_all_og_prompts": _train_rates(["BASE"], "all_og"),
         "t0_eval_score_eval": _held_out_rates(),
         "t0_train_score_eval": _train_score_eval_rates(),
         "bias_fairness_eval_score_eval": _bias_fairness_rates(),
@@ -174,17 +199,15 @@ def _dataset_key(dataset) -> tuple:
     return known[dataset]
 
 
-def register_dataset_mixture(name: str, datasets) -> dict:
-    """A training mixture of every template of `datasets`, with T0's cap (d-ablations).
+def register_dataset_mixture(name: str, datasets, prompts: str = "all",
+                             exclude_tasks=()) -> dict:
+    """A training mixture of the templates of `datasets`, with T0's cap (d-ablations).
 
     `datasets`: (hf_name, subset) pairs or `hf_name[/subset]` strings whose tasks are
-    registered (catalogue datasets are; others via registry.register_dataset_tasks).
-    Returns {task: rate}.
+    registered (catalogue datasets are; others via registry.register_dataset_tasks);
+    `prompts`, `exclude_tasks`: as prompt_selection_rates. Returns {task: rate}.
     """
-    rates = {}
-    for dataset in datasets:
-        for info in registry.dataset_tasks(*_dataset_key(dataset)):
-            rates[info.name] = _rate(info)
+    rates = prompt_selection_rates([_dataset_key(d) for d in datasets], prompts, exclude_tasks)
     if not rates:
         raise ValueError(f"mixture '{name}' would have no tasks; give at least one dataset.")
     add_mixture(name, rates)

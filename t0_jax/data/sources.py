@@ -1,11 +1,22 @@
-"""Where raw examples come from: the local JSONL mirror, then Hugging Face `datasets`, then TFDS.
+"""Where raw examples come from: the JSONL mirror, then the Hugging Face Hub, then TFDS.
 
-Mirror layout (the offline source, and what the tests use):
+Mirror layout (the offline source, what `t0-data` writes, and what the tests use):
     DATA_DIR/<hf_name>[/<subset>]/<split>.jsonl      one JSON example per line
 with the field names and value types of the Hugging Face dataset the promptsource templates
 were written for (e.g. `super_glue/rte/validation.jsonl`, `anli/dev_r1.jsonl`: ANLI's rounds
 are just split names). DATA_DIR is the `data_dir` argument, else `set_data_dir()`, else the
-environment variable `T0_DATA_DIR`.
+environment variable `T0_DATA_DIR`. It may be remote (`gs://bucket/mirror`, any scheme of
+`t0_jax.storage`): a remote mirror file is fetched whole, once, by `storage.local_copy` (checked
+against the store's size and checksum) into `$T0_STORAGE_CACHE` when set (kept, shared by the
+processes of a host), else into a temporary folder of the process that is removed at exit (a run
+on object storage leaves nothing on the host's disk; each render worker fetches its own copy),
+keyed by the object's generation so a rewritten object is fetched again; the copy's line index
+sits beside it. Every process then reads its copy by offset as below. A copy rather than sequential reads, because readers seek (shards, resumed
+streams, random access) and a ranged read per example would be one round trip each.
+
+When a split is not in the mirror, the Hub fallback reads it through the same table as `t0-data`
+(`tasks/hub_sources.yaml`, `t0_jax/data/hub.py`: current repository, revision and files, then
+the renames to the 2021 fields), then TFDS.
 
 Streaming, not loading: `open_split` returns a `SplitReader` (len, `reader[i]`, `read(indices)`,
 `shard(k, n)`) and no source ever holds a whole split in Python objects, so host memory stays
@@ -14,7 +25,8 @@ flat as datasets grow:
              file size) is built once per file, saved as `.npy` under the index cache
              (`$T0_INDEX_CACHE_DIR`, default `~/.cache/t0_jax/line_index`, keyed by path, size
              and mtime) and memory-mapped; example i is one `pread` and one `json.loads`.
-    HF       the memory-mapped Arrow table of `datasets.load_dataset`, indexed per example.
+    HF       the memory-mapped Arrow table `datasets` opened from the Hub's parquet files,
+             indexed per example and converted to the 2021 fields by the table row.
     TFDS     `tfds.data_source`: TFDS's own random-access reader (ArrayRecord-prepared data).
 A `SplitReader` can be reopened from its `spec` (a small picklable record), which is how render
 worker processes get their own reader without data crossing a process boundary.
@@ -31,8 +43,11 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
+from t0_jax import storage
+
 DATA_DIR_ENV = "T0_DATA_DIR"
 INDEX_CACHE_ENV = "T0_INDEX_CACHE_DIR"
+COPY_CACHE_ENV = "T0_STORAGE_CACHE"
 
 # Datasets whose TFDS builder yields the same fields as the Hugging Face dataset the templates
 # were written for (strings come back as bytes and are decoded). Extend with care.
@@ -46,9 +61,11 @@ TFDS_BUILDERS = {
 # Datasets that cannot be downloaded automatically; the message says how to get them.
 MANUAL_DOWNLOAD = {
     "story_cloze": ("StoryCloze is distributed by manual download only: request it at "
-                    "https://cs.rochester.edu/nlp/rocstories/ (the 2016 release), then write "
-                    "the Hugging Face `story_cloze/2016` fields (input_sentence_1..4, "
-                    "sentence_quiz1, sentence_quiz2, answer_right_ending, story_id) as JSONL"),
+                    "https://cs.rochester.edu/nlp/rocstories/ (the 2016 release), then run "
+                    "`t0-data --datasets story_cloze/2016 --story_cloze_dir <its CSV folder> "
+                    "--data_dir DATA_DIR`, which writes the Hugging Face `story_cloze/2016` "
+                    "fields (input_sentence_1..4, sentence_quiz1, sentence_quiz2, "
+                    "answer_right_ending, story_id) as JSONL"),
 }
 
 _SCAN_BLOCK = 1 << 20  # bytes read at a time while indexing lines: bounds the scan's memory
@@ -84,11 +101,22 @@ def get_data_dir(data_dir=None) -> Optional[str]:
 
 
 def mirror_path(data_dir, hf_name: str, subset: Optional[str], split: str) -> pathlib.Path:
-    """`data_dir/<hf_name>[/<subset>]/<split>.jsonl`."""
+    """`data_dir/<hf_name>[/<subset>]/<split>.jsonl` for a LOCAL data_dir (see `mirror_file`)."""
     folder = pathlib.Path(data_dir, *hf_name.split("/"))
     if subset:
         folder = folder / subset
     return folder / f"{split}.jsonl"
+
+
+def mirror_file(data_dir, hf_name: str, subset: Optional[str], split: str) -> str:
+    """`data_dir/<hf_name>[/<subset>]/<split>.jsonl` as a string, local or remote (gs://...)."""
+    parts = [*hf_name.split("/"), *([subset] if subset else []), f"{split}.jsonl"]
+    return storage.join(os.fspath(data_dir), *parts)
+
+
+def has_mirror_split(data_dir, hf_name: str, subset: Optional[str], split: str) -> bool:
+    """Whether the mirror at `data_dir` (local or remote) holds that split's file."""
+    return storage.isfile(mirror_file(data_dir, hf_name, subset, split))
 
 
 def clear_cache() -> None:
@@ -166,9 +194,12 @@ class SplitShard:
 class MirrorReader(SplitReader):
     """One JSONL mirror file read by byte offset (see the module docstring)."""
 
-    def __init__(self, path: pathlib.Path, spec: SplitSpec):
-        self.path, self.spec, self.description = path, spec, str(path)
-        self._starts = line_index(path)  # [examples + 1] int64: line starts, then the file size
+    def __init__(self, path: pathlib.Path, spec: SplitSpec, description: Optional[str] = None,
+                 index_dir: Optional[pathlib.Path] = None):
+        # `path` is the local file read (a remote mirror's verified copy); `description` names
+        # the mirror file the user wrote, for messages.
+        self.path, self.spec, self.description = path, spec, description or str(path)
+        self._starts = line_index(path, index_dir)  # [examples + 1] int64: line starts, then the file size
         self._fd, self._pid = None, None
 
     def __len__(self) -> int:
@@ -192,9 +223,10 @@ class MirrorReader(SplitReader):
         return example
 
     def _bad_line(self, start: int, problem: str) -> BadExampleError:
-        return BadExampleError(f"{self.path}:{_line_number(self.path, start)} {problem}; each "
-                               "line of a mirror file must be one JSON object with the Hugging "
-                               "Face fields. Fix or remove that line.")
+        line = _line_number(self.path, start)
+        return BadExampleError(f"{self.description}:{line} {problem}; each line of a mirror file "
+                               "must be one JSON object with the Hugging Face fields. Fix or "
+                               "remove that line.")
 
     def __del__(self):
         if self._fd is not None and self._pid == os.getpid():
@@ -205,18 +237,19 @@ class MirrorReader(SplitReader):
 
 
 class HuggingFaceReader(SplitReader):
-    """A `datasets.Dataset` (memory-mapped Arrow table), read one example at a time."""
+    """A `datasets.Dataset` (memory-mapped Arrow table), read one example at a time and
+    converted to the 2021 fields by `convert` (the hub table row's renames and casts)."""
 
-    def __init__(self, dataset, spec: SplitSpec):
-        self.spec, self._dataset = spec, dataset
+    def __init__(self, dataset, spec: SplitSpec, convert=dict, where: str = ""):
+        self.spec, self._dataset, self._convert = spec, dataset, convert
         self.description = f"Hugging Face dataset {_display(spec.hf_name, spec.subset)} " \
-                           f"split '{spec.split}'"
+                           f"split '{spec.split}'" + (f" ({where})" if where else "")
 
     def __len__(self) -> int:
         return len(self._dataset)
 
     def _example(self, index: int) -> dict:
-        return dict(self._dataset[index])
+        return self._convert(dict(self._dataset[index]))
 
 
 class TfdsReader(SplitReader):
@@ -239,10 +272,11 @@ def open_split(hf_name: str, subset: Optional[str], split: str, data_dir=None) -
     spec = SplitSpec(hf_name, subset, split, root)
     tried = []
     if root is not None:
-        path = mirror_path(root, hf_name, subset, split)
-        if path.is_file():
+        path = mirror_file(root, hf_name, subset, split)
+        if has_mirror_split(root, hf_name, subset, split):
             return _open_mirror(path, spec)
-        tried.append(f"local mirror: {path} (not found)")
+        tried.append(f"{'mirror' if storage.is_remote(root) else 'local mirror'}: {path} "
+                     "(not found)")
     else:
         tried.append(f"local mirror: no data dir (pass data_dir, call set_data_dir() or set "
                      f"${DATA_DIR_ENV})")
@@ -258,32 +292,56 @@ def reopen(spec: SplitSpec) -> SplitReader:
     return open_split(spec.hf_name, spec.subset, spec.split, spec.data_dir)
 
 
-def _open_mirror(path: pathlib.Path, spec: SplitSpec) -> MirrorReader:
-    stat = path.stat()
-    key = ("mirror", str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+def _open_mirror(path: str, spec: SplitSpec) -> MirrorReader:
+    """A reader of a mirror file; a remote one is read from its verified local copy."""
+    remote = storage.is_remote(path)
+    local = pathlib.Path(storage.local_copy(path, cache_dir=copy_cache_dir()) if remote else path)
+    index_dir = local.parent if remote else None  # a copy's index lives (and goes) with it
+    stat = local.stat()
+    key = ("mirror", path if remote else str(local.resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _readers:
         for stale in [k for k in _readers if k[:2] == key[:2]]:  # the file changed
             del _readers[stale]
-        _readers[key] = MirrorReader(path, spec)
+        _readers[key] = MirrorReader(local, spec, description=path, index_dir=index_dir)
     return _readers[key]
 
 
+def copy_cache_dir() -> Optional[str]:
+    """Where local copies of remote mirror files are kept: `$T0_STORAGE_CACHE`, else None (a
+    temporary folder of this process, removed at exit: see `storage.local_copy`)."""
+    return os.environ.get(COPY_CACHE_ENV) or None
+
+
 def _open_hf(spec: SplitSpec, tried) -> Optional[SplitReader]:
+    """The split from the Hub as it is now, through tasks/hub_sources.yaml (see data/hub.py)."""
+    from t0_jax.data import hub  # noqa: PLC0415 - yaml only; datasets is imported on use
+
+    source = hub.source_for(spec.hf_name, spec.subset)
+    if source is None:
+        tried.append(f"Hugging Face Hub: {_display(spec.hf_name, spec.subset)} has no row in "
+                     f"{hub.table_path()}")
+        return None
+    if source.manual:
+        tried.append(f"Hugging Face Hub: {source.display} is not on the Hub ({source.manual} "
+                     "download)")
+        return None
     try:
-        import datasets  # optional dependency
+        import datasets  # noqa: F401, PLC0415 - pinned in setup.py; absent in a trimmed install
     except ImportError:
         tried.append("Hugging Face `datasets`: not installed (pip install datasets)")
         return None
-    key = ("hf", spec.hf_name, spec.subset, spec.split)
+    key = ("hf", source.repo, source.revision, source.files, spec.split)
     if key not in _readers:
+        row = f"tasks/hub_sources.yaml row '{source.display}'" + (
+            "" if source.verified else ", an unverified row")
         try:
-            dataset = datasets.load_dataset(spec.hf_name, spec.subset, split=spec.split)
-        except Exception as error:  # network, unknown name or split, manual download...
-            tried.append(f"Hugging Face `datasets.load_dataset({spec.hf_name!r}, "
-                         f"{spec.subset!r}, split={spec.split!r})`: {type(error).__name__}: "
+            fetched = hub.load_split(source, spec.split)
+        except Exception as error:  # offline and not cached, moved repository, network...
+            tried.append(f"Hugging Face Hub {source.where} ({row}): {type(error).__name__}: "
                          f"{error}")
             return None
-        _readers[key] = HuggingFaceReader(dataset, spec)
+        _readers[key] = HuggingFaceReader(fetched.dataset, spec, source.convert,
+                                          f"{source.where} commit {fetched.commit[:12]}")
     return _readers[key]
 
 
@@ -338,7 +396,7 @@ def index_cache_dir() -> pathlib.Path:
     return pathlib.Path("~/.cache/t0_jax/line_index").expanduser()
 
 
-def line_index(path) -> np.ndarray:
+def line_index(path, cache_dir: Optional[pathlib.Path] = None) -> np.ndarray:
     """Byte offsets of the non-blank lines of `path`, then its size: int64 [lines + 1].
 
     Read from the index cache (memory-mapped, so every process shares the pages) when a file of
@@ -348,7 +406,7 @@ def line_index(path) -> np.ndarray:
     path = pathlib.Path(path)
     stat = path.stat()
     key = f"{path.resolve()}\x00{stat.st_size}\x00{stat.st_mtime_ns}"
-    cached = index_cache_dir() / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npy")
+    cached = (cache_dir or index_cache_dir()) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npy")
     try:
         return np.load(cached, mmap_mode="r")
     except (OSError, ValueError):
@@ -415,8 +473,11 @@ def _not_found_message(hf_name, subset, split, root, tried) -> str:
     lines = [f"no examples found for dataset {_display(hf_name, subset)} split '{split}'. Tried:"]
     lines += [f"  - {attempt}" for attempt in tried]
     manual = MANUAL_DOWNLOAD.get(hf_name)
-    fix = (f"{manual} to {mirror_path(example_root, hf_name, subset, split)}." if manual else
-           f"To fix: write the split as JSON lines (Hugging Face field names and types) to "
-           f"{mirror_path(example_root, hf_name, subset, split)} and pass data_dir / set "
-           f"${DATA_DIR_ENV}, or install Hugging Face `datasets` with network access.")
+    target = mirror_file(example_root, hf_name, subset, split)
+    name = hf_name + (f"/{subset}" if subset else "")
+    fix = (f"{manual} to {target}." if manual else
+           f"To fix: run `t0-data --datasets {name} --data_dir {example_root}` (the Hub as it "
+           f"is now, through tasks/hub_sources.yaml; needs network), or write the split as JSON "
+           f"lines (Hugging Face field names and types) to {target} and pass data_dir / set "
+           f"${DATA_DIR_ENV}.")
     return "\n".join(lines + [fix])

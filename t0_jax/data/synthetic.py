@@ -97,8 +97,9 @@ _REVIEW_PATTERNS = (
 def _polarity_example(world: World, rng: random.Random, label: int) -> dict:
     lexicon = world.positive if label == 1 else world.negative
     a, b = rng.sample(lexicon, 2)
-    review = rng.choice(_REVIEW_PATTERNS).format(noun=rng.choice(NOUNS), a=a, b=b)
-    return {"review": review, "label": label}
+    pattern = rng.choice(_REVIEW_PATTERNS)
+    topic = rng.choice(NOUNS)  # drawn after the pattern, as before `topic` was a field
+    return {"review": pattern.format(noun=topic, a=a, b=b), "topic": topic, "label": label}
 
 
 def _category_example(world: World, rng: random.Random, label: int) -> dict:
@@ -263,18 +264,25 @@ def rendered_lines(seed: int = 0, split: str = "train", examples_per_family: int
     return lines
 
 
-def train_vocabulary(out_path, seed: int = 0, vocab_size: int = 1000) -> str:
-    """A SentencePiece model (T5 id layout) trained on the families' rendered text."""
+def train_vocabulary(out_path, seed: int = 0, vocab_size: int = 1000,
+                     corpus_documents: int = 0) -> str:
+    """A SentencePiece model (T5 id layout) trained on the families' rendered text and the
+    first `corpus_documents` documents of the world's free-text corpus (t0_jax.data.corpus)."""
+    from t0_jax.data import corpus  # noqa: PLC0415 - data/ sibling
     from t0_jax.data.vocabularies import train_sentencepiece
 
-    return train_sentencepiece(rendered_lines(seed), out_path, vocab_size=vocab_size)
+    lines = rendered_lines(seed) + corpus.documents(seed, corpus_documents)
+    return train_sentencepiece(lines, out_path, vocab_size=vocab_size)
 
 
 # ---------------------------------------------------------------------------------------------
 # seqio tasks and mixtures of the demo (registry + T0 cap; imported lazily: seqio costs seconds)
 # ---------------------------------------------------------------------------------------------
 
-TRAIN_MIXTURE = "synth_train"                  # seen templates of the trained families
+TRAIN_MIXTURE = "synth_train"                  # T0: every seen template of the trained families
+PROMPT_MIXTURES = {"one_og": "synth_train_one_og_prompt",   # p = 1 (prompt ablation)
+                   "all_og": "synth_train_all_og_prompts",  # every original-task template
+                   "all": TRAIN_MIXTURE}                    # every trained template
 EVAL_MIXTURE = "synth_eval_score_eval"         # every template of every family, ranked
 KIND_MIXTURES = {"seen": "synth_seen_score_eval", "unseen": "synth_unseen_score_eval",
                  "held_out": "synth_held_out_score_eval"}
@@ -289,34 +297,55 @@ def template_kind(family: str, template_name: str) -> str:
     return "unseen" if template_name in spec.unseen_templates else "seen"
 
 
+def unseen_tasks() -> set:
+    """Task names of the unseen templates of the trained families: out of every training run."""
+    from t0_jax.data import registry  # noqa: PLC0415
+
+    return {registry.task_name(f, None, t) for f in trained_families()
+            for t in FAMILIES[f].unseen_templates}
+
+
+def register_family_mixture(name: str, families, prompts: str = "all") -> dict:
+    """A training mixture over `families` (their unseen templates excluded), built by the same
+    code as T0's mixtures and prompt ablations (mixtures.register_dataset_mixture, T0's cap)."""
+    from t0_jax.data import mixtures  # noqa: PLC0415
+
+    for family in families:
+        if _family(family).held_out:
+            raise ValueError(f"{family} is a held-out family; a training mixture cannot hold it.")
+    return mixtures.register_dataset_mixture(name, [(f, None) for f in families], prompts,
+                                             exclude_tasks=unseen_tasks())
+
+
 def register(vocab_path=None) -> dict[str, dict]:
     """Register every family's tasks and the demo mixtures; returns {mixture: {task: rate}}.
 
     Tasks come from the registry (one per template, plus `_score_eval` twins), so the demo runs
-    the very code T0's datasets run. The training mixture applies T0's cap with the dataset's
-    train size and ALL its templates counted (unseen ones included, as T0 counts every
-    template of a dataset). Idempotent; `vocab_path` switches every task's vocabulary.
+    the very code T0's datasets run. The training mixtures (T0's, and its prompt ablations
+    PROMPT_MIXTURES) come from the code that builds t0_train / t0_train_one_og_prompt /
+    t0_train_all_og_prompts, with T0's cap counting ALL templates of a dataset (unseen ones
+    included, as T0 counts every template). Idempotent; `vocab_path` switches every task's
+    vocabulary.
     """
     from t0_jax.data import mixtures, registry  # noqa: PLC0415 - seqio/TensorFlow
 
     if vocab_path is not None:
         registry.set_vocab_path(vocab_path)
-    train_rates: dict = {}
     eval_rates: dict[str, dict] = {kind: {} for kind in KIND_MIXTURES}
     for family in FAMILIES:
         infos = registry.register_dataset_tasks(family, None, TASK_SPLITS,
                                                 train_size=SPLITS["train"])
         for info in infos:
-            kind = template_kind(family, info.template_name)
-            if kind == "seen":
-                train_rates[info.name] = mixtures.capped_rate(info.train_size, info.num_templates)
-            eval_rates[kind][info.score_eval] = mixtures.ExampleCountRate("validation")
-    out = {TRAIN_MIXTURE: train_rates,
-           EVAL_MIXTURE: {t: r for rates in eval_rates.values() for t, r in rates.items()}}
-    out.update({KIND_MIXTURES[kind]: rates for kind, rates in eval_rates.items()})
-    for name, rates in out.items():
+            if info.score_eval:
+                kind = template_kind(family, info.template_name)
+                eval_rates[kind][info.score_eval] = mixtures.ExampleCountRate("validation")
+    out = {name: register_family_mixture(name, trained_families(), prompts)
+           for prompts, name in PROMPT_MIXTURES.items()}
+    evals = {EVAL_MIXTURE: {t: r for rates in eval_rates.values() for t, r in rates.items()}}
+    evals.update({KIND_MIXTURES[kind]: rates for kind, rates in eval_rates.items()})
+    for name, rates in evals.items():
         mixtures.add_mixture(name, rates)  # same path (and checks) as the T0 mixtures
-    return out
+    return out | evals
 
 
 def task_kinds() -> dict[str, tuple[str, str]]:

@@ -6,6 +6,11 @@ to 32,128 rows). Offline machines cannot read the `gs://` default, so the path c
 argument, else `$T0_VOCAB_PATH`, and the file is checked up front: an unreadable vocabulary
 fails here with a message instead of deep inside a tf.data pipeline.
 
+The path may be local or on object storage (`gs://`, through `t0_jax.storage`): SentencePiece
+reads a local file, so a remote model is fetched once per process (`storage.local_copy`, checked
+by size and checksum). The vocabulary keeps the path as given: it pickles (Beam workers, gin)
+and compares by that path, and each process that unpickles it makes its own local copy.
+
 `train_sentencepiece` builds small models with the same id layout for tests and demos.
 seqio is imported lazily: it costs seconds, and training a model does not need it.
 """
@@ -14,6 +19,8 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+
+from t0_jax import storage
 
 VOCAB_PATH_ENV = "T0_VOCAB_PATH"
 DEFAULT_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
@@ -41,21 +48,48 @@ def get_vocabulary(path=None, extra_ids: int = EXTRA_IDS):
 @functools.lru_cache(maxsize=None)
 def _vocabulary(path: str, extra_ids: int):
     _check_readable(path)
+    return _stored_vocabulary_class()(path, extra_ids=extra_ids)
+
+
+@functools.lru_cache(maxsize=None)
+def _stored_vocabulary_class():
+    """seqio.SentencePieceVocabulary over a local copy of a file that may live anywhere
+    (defined on first use: seqio costs seconds to import)."""
     import seqio
 
-    return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+    class StoredSentencePieceVocabulary(seqio.SentencePieceVocabulary):
+        def __init__(self, path: str, **kwargs):
+            self.stored_path = os.fspath(path)
+            super().__init__(storage.local_copy(self.stored_path), **kwargs)
+
+        def __getstate__(self):  # the path as given: equal and portable across processes
+            state = super().__getstate__()
+            state["_sentencepiece_model_file"] = state.pop("stored_path")
+            return state
+
+        def __setstate__(self, state):
+            super().__setstate__(state)
+            self.stored_path = self._sentencepiece_model_file
+            self._sentencepiece_model_file = storage.local_copy(self.stored_path)
+
+    StoredSentencePieceVocabulary.__qualname__ = "StoredSentencePieceVocabulary"
+    StoredSentencePieceVocabulary.__module__ = __name__
+    return StoredSentencePieceVocabulary
+
+
+def __getattr__(name: str):
+    """`vocabularies.StoredSentencePieceVocabulary` on demand, so pickle finds the class."""
+    if name == "StoredSentencePieceVocabulary":
+        return _stored_vocabulary_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_readable(path: str) -> None:
-    if "://" not in path:
-        readable, reason = os.path.isfile(path), "no such file"
-    else:
-        try:
-            import tensorflow as tf
-
-            readable, reason = tf.io.gfile.exists(path), "no such object"
-        except Exception as error:  # offline, no credentials, no filesystem plugin
-            readable, reason = False, f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    kind = "object" if storage.is_remote(path) else "file"
+    try:
+        readable, reason = storage.isfile(path), f"no such {kind}"
+    except Exception as error:  # noqa: BLE001 - offline, no credentials, no filesystem plugin
+        readable, reason = False, f"{type(error).__name__}: {str(error).splitlines()[0]}"
     if not readable:
         raise VocabularyNotFoundError(
             f"cannot read the SentencePiece vocabulary {path} ({reason}). Download T5's "

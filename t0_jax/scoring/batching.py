@@ -1,11 +1,13 @@
 """Group scoring rows into encode-once batches with few distinct padded shapes.
 
-Glossary (every array is numpy int32 unless said):
-  encoder_input_tokens  [E, Li]  one row per distinct input (example), no EOS, 0 = pad
+Glossary (every array is numpy int32 unless said; EOS placement as the rows carry it, see
+`t0_jax.scoring.conventions` — t-zero: inputs without EOS, targets with EOS; lm-evaluation-
+harness: inputs with EOS, targets without):
+  encoder_input_tokens  [E, Li]  one row per distinct input (example), 0 = pad
   encoder_index         [R]      for each choice row, its encoder row in [0, E)
-  decoder_target_tokens [R, Lt]  the choice's tokens followed by EOS, 0 = pad
+  decoder_target_tokens [R, Lt]  the choice's tokens, 0 = pad
   decoder_input_tokens  [R, Lt]  targets shifted right, 0 = decoder start
-  decoder_loss_weights  [R, Lt]  float32, 1 on real target tokens (EOS included)
+  decoder_loss_weights  [R, Lt]  float32, 1 on every real target token
 
 WHY: the peer (t-zero's run_eval) copies every input once per choice and re-runs the encoder for
 each; here an input is encoded once and all of its choices are scored against that encoding.

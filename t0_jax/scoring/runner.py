@@ -13,7 +13,9 @@ rows, so this module never imports the task layer. Steps:
   4. per task, unless OUTPUT_DIR/tasks/<task>.done.json says it was finished with the same
      fingerprint: `_score_eval` / BIG-bench choice tasks are ranked by log-likelihood
      (encode once, score every choice), tasks without choices are greedily decoded;
-  5. aggregate everything on disk into scores.jsonl, results.json, results.csv and the plot.
+  5. aggregate everything on disk into scores.jsonl, results.json, results.csv and the plot,
+     with the published figures of the T0 models beside the held-out datasets that were
+     scored (`published`) and the scoring convention that ran (`conventions`).
 Every process runs the same steps in lockstep; process 0 alone writes files.
 """
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import pathlib
 import time
 from typing import Callable, Optional, Protocol, Sequence, Union
@@ -29,9 +30,11 @@ from typing import Callable, Optional, Protocol, Sequence, Union
 import jax
 import numpy as np
 
+from t0_jax import storage
 from t0_jax.model.axes import DEFAULT_RULES
 from t0_jax.parallel.mesh import mesh_context
-from t0_jax.scoring import aggregate, plots, report, selection, text_metrics
+from t0_jax.scoring import (aggregate, conventions, plots, published, report, selection,
+                            text_metrics)
 from t0_jax.scoring.batching import BatchingOptions
 from t0_jax.scoring.generation import Generator, decode_length
 from t0_jax.scoring.scorer import Scorer, to_global
@@ -52,6 +55,8 @@ class ScoreRun:
     param_dtype: Optional[str] = None  # None: as stored
     num_partitions: int = 1  # model-parallel size; the rest of the devices split the data
     length_normalized: bool = False  # rank by log-likelihood / tokens instead of the sum
+    convention: str = conventions.T_ZERO  # which tokens are scored (scoring.conventions)
+    published_model: Union[str, Sequence[str], None] = published.AUTO  # compared with (published)
     max_examples: Optional[int] = None  # per task, first N examples (smoke tests)
     batching: BatchingOptions = BatchingOptions()
     select_checkpoints: bool = True  # False: a folder of steps means its latest step
@@ -132,7 +137,7 @@ def _select(cfg: ScoreRun, source: TaskSource, steps) -> dict:
     for step, folder in steps:
         log.info("checkpoint selection: scoring step %d (%s)", step, folder)
         results = score_checkpoint(dataclasses.replace(
-            cfg, checkpoint_path=str(folder), output_dir=os.path.join(cfg.output_dir,
+            cfg, checkpoint_path=str(folder), output_dir=storage.join(cfg.output_dir,
                                                                       f"step_{step}")),
             source, tasks)
         overall[step] = results.get("overall", {})
@@ -206,9 +211,9 @@ def score_checkpoint(cfg: ScoreRun, source: TaskSource,
     if key not in task_lists:
         task_lists[key] = source.tasks(vocab)
     tasks = task_lists[key]
-    fingerprint = {"checkpoint": os.path.abspath(cfg.checkpoint_path), "step": step,
+    fingerprint = {"checkpoint": storage.absolute(cfg.checkpoint_path), "step": step,
                    "split": cfg.split, "max_examples": cfg.max_examples,
-                   "length_normalized": cfg.length_normalized,
+                   "length_normalized": cfg.length_normalized, "convention": cfg.convention,
                    "activation_dtype": model.config.dtype,
                    "max_input_length": cfg.batching.max_input_length,
                    "max_target_length": cfg.batching.max_target_length}
@@ -243,9 +248,8 @@ def _vocab_key(vocab_path) -> str:
     the same spiece.model), else the path as given (None, a gs:// default)."""
     import hashlib  # noqa: PLC0415
 
-    path = pathlib.Path(str(vocab_path)) if vocab_path else None
-    if path is not None and path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+    if vocab_path and storage.isfile(vocab_path):
+        return hashlib.sha256(storage.read_bytes(vocab_path)).hexdigest()
     return str(vocab_path)
 
 
@@ -348,13 +352,27 @@ def _write_outputs(cfg: ScoreRun, tasks: list[ScoreTask], fingerprint: dict, ste
     results = {"checkpoint": fingerprint["checkpoint"], "step": step, "split": cfg.split,
                "mixture_or_task": ",".join(split_names(cfg.mixture_or_task_name)),
                "ranking": "length_normalized" if cfg.length_normalized else "sum_log_likelihood",
+               "convention": conventions.describe(cfg.convention),
                "tasks": task_results, "datasets": datasets,
                "overall": aggregate.overall_summary(task_results, datasets)}
+    comparison = _published_block(cfg, datasets)
+    if comparison is not None:
+        results["published"] = comparison
+        log.info("published figures beside yours:\n%s", published.format_table(comparison))
     report.write_results(cfg.output_dir, results, scores, generations)
     plots.accuracy_boxplot(datasets, task_results,
-                           pathlib.Path(cfg.output_dir) / plots.PLOT_FILE,
-                           title=f"{_short_title(cfg.mixture_or_task_name)} ({cfg.split})")
+                           storage.join(cfg.output_dir, plots.PLOT_FILE),
+                           title=f"{_short_title(cfg.mixture_or_task_name)} ({cfg.split})",
+                           published=comparison)
     return results
+
+
+def _published_block(cfg: ScoreRun, datasets: dict) -> Optional[dict]:
+    """The comparison with the published T0 figures (None: no published dataset scored, or
+    PUBLISHED_MODEL='none')."""
+    table = published.load()
+    models = published.choose_models(table, cfg.published_model, cfg.checkpoint_path)
+    return published.report_block(datasets, table, models, cfg.convention, cfg.max_examples)
 
 
 def _short_title(spec) -> str:

@@ -1,8 +1,9 @@
 """Per-choice log-likelihoods: encode every input once, score all its choices against it.
 
 `Scorer.score(keys, inputs, targets)` returns, for each row, Σ_t log p(target_t | input,
-target_<t) over the row's target tokens (EOS included) — the rank-classification score of
-REFERENCE.md §5. One jitted program per padded shape runs `model.encode` on the distinct inputs
+target_<t) over the row's target tokens — the rank-classification score of REFERENCE.md §5.
+Which tokens those are (EOS on the choice or on the input) is decided when rows are made
+(`t0_jax.scoring.conventions`); the scorer sums whatever the rows hold. One jitted program per padded shape runs `model.encode` on the distinct inputs
 and `model.score_encoded` on the choice rows (`encoder_index` row → encoder row), so the
 encoder runs once per example instead of once per choice as in the peer.
 

@@ -16,32 +16,36 @@ Ties go to the EARLIEST step (less training, same validation accuracy).
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 import re
 from typing import Mapping, Optional
+
+from t0_jax import storage
 
 STEP_DIR = re.compile(r"^(?:checkpoint_)?(\d+)$")
 METRICS = ("median_of_medians", "mean_accuracy", "mean_of_medians")
 SELECTION_FILE = "selection.json"
 
 
-def looks_like_checkpoint(path: pathlib.Path) -> bool:
-    """A single checkpoint of a format `convert.auto.load_checkpoint` reads."""
-    if path.is_file():
+def looks_like_checkpoint(path: str) -> bool:
+    """A single checkpoint of a format `convert.auto.load_checkpoint` reads (local or on
+    object storage: one listing)."""
+    if storage.isfile(path):
         return True
-    return any((path / name).exists() for name in (
-        "params", "model_config", "config.json", "checkpoint", "_METADATA", "manifest.ocdbt"))
+    return bool(set(storage.listdir(path)) & {
+        "params", "model_config", "config.json", "checkpoint", "_METADATA", "manifest.ocdbt"})
 
 
-def checkpoint_steps(path) -> Optional[list[tuple[int, pathlib.Path]]]:
+def checkpoint_steps(path) -> Optional[list[tuple[int, str]]]:
     """[(step, folder)] sorted by step when `path` is a folder of step checkpoints, else None."""
-    path = pathlib.Path(path)
-    if not path.is_dir() or looks_like_checkpoint(path):
+    path = os.fspath(path)
+    if not storage.isdir(path) or looks_like_checkpoint(path):
         return None
     steps = []
-    for child in path.iterdir():
-        match = STEP_DIR.match(child.name)
-        if match and child.is_dir() and looks_like_checkpoint(child):
+    for name in storage.listdir(path):
+        match = STEP_DIR.match(name)
+        child = storage.join(path, name)
+        if match and looks_like_checkpoint(child):
             steps.append((int(match.group(1)), child))
     return sorted(steps) or None
 
@@ -63,8 +67,7 @@ def selection_report(overall_by_step: Mapping[int, dict], metric: str) -> dict:
             "steps": {str(s): o for s, o in sorted(overall_by_step.items())}}
 
 
-def write_selection(output_dir, report: dict) -> pathlib.Path:
-    path = pathlib.Path(output_dir) / SELECTION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, sort_keys=True))
+def write_selection(output_dir, report: dict) -> str:
+    path = storage.join(output_dir, SELECTION_FILE)
+    storage.write_text(path, json.dumps(report, indent=1, sort_keys=True))
     return path

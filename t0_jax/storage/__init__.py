@@ -15,13 +15,25 @@ Object stores differ from a disk in three ways this API makes explicit:
   * ranged reads are round trips: `local_copy` fetches a remote file once, checked by size and
     checksum, for readers that seek (the JSONL mirror's line index).
 """
-from t0_jax.storage.paths import (
+import os as _os
+
+# Orbax reaches gs:// through etils.epath, which picks TensorFlow's gfile whenever TensorFlow is
+# installed (importing it into train/ at run time, and probing every bucket with a Storage
+# Control gRPC call). One library for object storage: epath's fsspec backend, i.e. gcsfs, the
+# library under this package. Set before epath first decides (it caches the answer); a user who
+# sets EPATH_USE_TF keeps their choice.
+_os.environ.setdefault("EPATH_USE_TF", "false")
+
+from t0_jax.storage.paths import (  # noqa: E402
     absolute,
+    basename,
     copy,
     copytree,
+    dirname,
     exists,
     glob,
     isdir,
+    isfile,
     is_remote,
     join,
     listdir,
@@ -36,11 +48,12 @@ from t0_jax.storage.paths import (
     write_bytes,
     write_text,
 )
-from t0_jax.storage.objects import create_exclusive, is_complete, local_copy, mark_complete, read_marker
+from t0_jax.storage.objects import (  # noqa: E402
+    create_exclusive, is_complete, local_copy, mark_complete, read_marker)
 
 __all__ = [
-    "absolute", "copy", "copytree", "create_exclusive", "exists", "glob", "is_complete",
-    "is_remote", "isdir", "join", "listdir", "local_copy", "makedirs", "mark_complete", "open",
+    "absolute", "basename", "copy", "copytree", "create_exclusive", "dirname", "exists", "glob",
+    "is_complete", "is_remote", "isdir", "isfile", "join", "listdir", "local_copy", "makedirs", "mark_complete", "open",
     "read_bytes", "read_marker", "read_text", "remove", "rmtree", "scheme", "size",
     "write_bytes", "write_text",
 ]

@@ -102,7 +102,8 @@ def local_copy(path: paths.PathLike, cache_dir: Optional[str] = None) -> str:
     if os.path.exists(target) and _matches(target, info):
         return target
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = target + ".part"
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".part")  # one per process
+    os.close(fd)
     fs.get_file(os.fspath(path), tmp)
     if not _matches(tmp, info):
         os.remove(tmp)

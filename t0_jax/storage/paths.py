@@ -79,6 +79,24 @@ def isdir(path: PathLike) -> bool:
     return _fs(path).isdir(os.fspath(path))
 
 
+def isfile(path: PathLike) -> bool:
+    if not is_remote(path):
+        return os.path.isfile(_local(path))
+    return _fs(path).isfile(os.fspath(path))
+
+
+def dirname(path: PathLike) -> str:
+    """The folder holding `path`, in its scheme ("gs://b/run/ckpt" → "gs://b/run")."""
+    if not is_remote(path):
+        return os.path.dirname(_local(path))
+    return posixpath.dirname(os.fspath(path).rstrip("/"))
+
+
+def basename(path: PathLike) -> str:
+    return posixpath.basename(os.fspath(path).rstrip("/")) if is_remote(path) else \
+        os.path.basename(_local(path).rstrip(os.sep))
+
+
 def makedirs(path: PathLike) -> None:
     """Create a folder and its parents; object stores have no folders, so nothing to do there."""
     if not is_remote(path):

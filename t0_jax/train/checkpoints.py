@@ -11,22 +11,27 @@
                      this host's input position at that step (t0_jax.train.input_feed), written
                      before the step's Orbax save and pruned with the steps Orbax drops
 
+MODEL_DIR may be local or on object storage (`gs://...`): Orbax and tensorstore speak `gs://`
+natively, and everything else here goes through `t0_jax.storage`, so the hosts of a pod meet
+in one bucket. Paths are plain strings (`storage.join`), never `pathlib` (it would turn
+`gs://b/run` into a local folder `gs:/b/run`).
+
 Why this is safe to kill at any moment: Orbax writes a step into a temporary directory and
-renames it only once every item (and, multi-host, every host's shards) is committed; the
-manager's `all_steps()`/`latest_step()` only see finalized steps, and leftover temporary
-directories are deleted on the next start. Saves are asynchronous: the step's arrays are
+renames it only once every item (and, multi-host, every host's shards) is committed — on GCS,
+where nothing can be renamed, into the step folder itself, finalized by a `commit_success.txt`
+written last; the manager's `all_steps()`/`latest_step()` only see finalized steps, and
+unfinished ones are deleted on the next start. Saves are asynchronous: the step's arrays are
 copied off the devices and written on a background thread while training continues.
 """
 from __future__ import annotations
 
 import os
-import pathlib
-import shutil
 from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
 
+from t0_jax import storage
 from t0_jax.convert import layout, t0_format
 from t0_jax.model.config import T5Config
 from t0_jax.train.state import TrainState
@@ -44,11 +49,27 @@ class Checkpointer:
 
     def __init__(self, model_dir: str | os.PathLike, keep: Optional[int] = 3,
                  async_save: bool = True):
-        self.directory = pathlib.Path(model_dir).absolute()
+        self.directory = storage.absolute(model_dir)
+        remote = storage.is_remote(self.directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True, create=True)
+            cleanup_tmp_directories=not remote, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        if remote:
+            self._drop_unfinished_steps()
+
+    def _drop_unfinished_steps(self) -> None:
+        """Object storage: delete step folders a killed save left without Orbax's commit file.
+
+        Orbax's own cleanup cannot be used there: on GCS it takes EVERY folder of MODEL_DIR
+        without a commit file for an unfinished step, input_state/ and train/ included.
+        """
+        if jax.process_index() != 0:
+            return
+        finished = set(self.all_steps())
+        for name in storage.listdir(self.directory):
+            if name.isdigit() and int(name) not in finished:
+                storage.rmtree(storage.join(self.directory, name))
 
     def latest_step(self) -> Optional[int]:
         """Newest finalized step (partially written ones are never listed)."""
@@ -77,19 +98,21 @@ class Checkpointer:
     def prune_input_states(self, keep: set) -> None:
         """Drop this host's input states of steps Orbax no longer keeps (older than the newest
         of `keep`; an in-flight save's step is in `keep`)."""
-        root = self.directory / INPUT_STATE
-        if not root.is_dir():
+        root = storage.join(self.directory, INPUT_STATE)
+        names = storage.listdir(root)  # [] when absent
+        if not names:
             return
         kept = set(self.all_steps()) | set(keep)
         newest = max(kept) if kept else None
-        for path in root.iterdir():
-            if path.name.isdigit() and int(path.name) not in kept and (
-                    newest is None or int(path.name) < newest):
-                clear_directory(path / host_directory_name(), recreate=False)
-                try:
-                    path.rmdir()  # the last host out removes the step directory
-                except OSError:
-                    pass
+        for name in names:
+            if name.isdigit() and int(name) not in kept and (newest is None or int(name) < newest):
+                path = storage.join(root, name)
+                clear_directory(storage.join(path, host_directory_name()), recreate=False)
+                if not storage.is_remote(path):  # object stores have no empty folders
+                    try:
+                        os.rmdir(path)  # the last host out removes the step directory
+                    except OSError:
+                        pass
 
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict]:
         """`target`: TrainState of ShapeDtypeStructs with shardings (arrays land in shards)."""
@@ -121,38 +144,38 @@ class Checkpointer:
         self._manager.close()
 
 
-def step_directory(model_dir: str | os.PathLike, step: int) -> pathlib.Path:
+def step_directory(model_dir: str | os.PathLike, step: int) -> str:
     """Where a step lives (what to pass to `t0-score` as CHECKPOINT_PATH)."""
-    return pathlib.Path(model_dir).absolute() / str(step)
+    return storage.join(storage.absolute(model_dir), str(step))
 
 
 def host_directory_name() -> str:
     return f"host_{jax.process_index()}-of-{jax.process_count()}"
 
 
-def input_state_directory(model_dir: str | os.PathLike, step: int) -> pathlib.Path:
+def input_state_directory(model_dir: str | os.PathLike, step: int) -> str:
     """This host's input-state directory for `step` (not created)."""
-    return (pathlib.Path(model_dir).absolute() / INPUT_STATE / str(step) /
-            host_directory_name())
+    return storage.join(storage.absolute(model_dir), INPUT_STATE, str(step),
+                        host_directory_name())
 
 
-def clear_directory(path: pathlib.Path, recreate: bool = True) -> None:
+def clear_directory(path: str, recreate: bool = True) -> None:
     """Remove `path` (a stale state from an interrupted run) and, by default, make it anew."""
-    shutil.rmtree(path, ignore_errors=True)
+    storage.rmtree(path)
     if recreate:
-        path.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(path)
 
 
 def has_trainer_opt_state(path: str | os.PathLike) -> bool:
     """A trainer step directory (vs a converted checkpoint) carries our Adafactor state."""
-    return (pathlib.Path(path) / OPT_STATE).is_dir()
+    return storage.isdir(storage.join(path, OPT_STATE))
 
 
 def restore_opt_state(path: str | os.PathLike, target_opt_state):
     """Read only the `opt_state` item of a trainer step directory (restore continuity)."""
     checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(
         **{OPT_STATE: ocp.StandardCheckpointHandler()}))
-    restored = checkpointer.restore(pathlib.Path(path).absolute(), args=ocp.args.Composite(
+    restored = checkpointer.restore(storage.absolute(path), args=ocp.args.Composite(
         **{OPT_STATE: ocp.args.StandardRestore(target_opt_state)}))[OPT_STATE]
     if isinstance(restored, (tuple, list)) and not hasattr(restored, "_fields"):
         restored = type(target_opt_state)(*restored)

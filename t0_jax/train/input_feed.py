@@ -18,15 +18,16 @@ Layout, per checkpoint step and host (see `checkpoints.input_state_directory`):
 from __future__ import annotations
 
 import collections
+import io
 import json
 import logging
-import pathlib
 import threading
 import time
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from t0_jax import storage
 from t0_jax.parallel import host_arrays, mesh as mesh_lib
 from t0_jax.train import checkpoints
 from t0_jax.train.input_source import BatchSource, HostBatch
@@ -38,16 +39,17 @@ PENDING = "pending.npz"
 RESTORED, REPLAYED, FRESH = "restored", "replayed", "fresh"
 
 
-def _write_pending(directory: pathlib.Path, batches: Sequence[HostBatch]) -> None:
+def _write_pending(directory: str, batches: Sequence[HostBatch]) -> None:
     arrays = {f"{k}/{name}": np.asarray(v) for k, b in enumerate(batches) for name, v in b.items()}
-    with open(directory / PENDING, "wb") as f:
-        np.savez(f, **arrays)
+    buffer = io.BytesIO()  # one object (storage): a local file or one upload to a bucket
+    np.savez(buffer, **arrays)
+    storage.write_bytes(storage.join(directory, PENDING), buffer.getvalue())
 
 
-def _read_pending(directory: pathlib.Path, count: int) -> list[dict]:
+def _read_pending(directory: str, count: int) -> list[dict]:
     if not count:
         return []
-    with np.load(directory / PENDING) as data:
+    with np.load(io.BytesIO(storage.read_bytes(storage.join(directory, PENDING)))) as data:
         out = [dict() for _ in range(count)]
         for key in data.files:
             k, name = key.split("/", 1)
@@ -98,7 +100,7 @@ class Feed:
     def seconds_per_batch(self) -> float:
         return self.pull_seconds / max(self.pulled, 1)
 
-    def save(self, model_dir: pathlib.Path, step: int, batches_consumed: int) -> bool:
+    def save(self, model_dir: str, step: int, batches_consumed: int) -> bool:
         """This host's input position at `batches_consumed`; False (logged once) when the
         source cannot be checkpointed, and a restart will replay instead."""
         if not self.checkpointable:
@@ -109,7 +111,7 @@ class Feed:
             ok = self.source.save_state(str(directory), step)
             if ok:
                 _write_pending(directory, list(self._pending))
-                (directory / POSITION).write_text(json.dumps({
+                storage.write_text(storage.join(directory, POSITION), json.dumps({
                     "batches_consumed": int(batches_consumed), "pending": len(self._pending),
                     "step": int(step)}))
         if not ok:
@@ -126,7 +128,7 @@ class Feed:
         self._batches.close()
 
 
-def open_feed(source: BatchSource, mesh, *, model_dir: pathlib.Path, step: int,
+def open_feed(source: BatchSource, mesh, *, model_dir: str, step: int,
               batches_consumed: int, resumed: bool, size: int = 2) -> tuple[Feed, str]:
     """The feed at `batches_consumed`, from the input state saved at `step` when there is one
     (`RESTORED`), else by replay (`REPLAYED`); `FRESH` at position 0. Logs the path taken."""
@@ -151,9 +153,9 @@ def open_feed(source: BatchSource, mesh, *, model_dir: pathlib.Path, step: int,
     return Feed(source, iterator, mesh, pending, size=size), path
 
 
-def _read_position(directory: pathlib.Path) -> Optional[dict]:
+def _read_position(directory: str) -> Optional[dict]:
     try:
-        return json.loads((directory / POSITION).read_text())
+        return json.loads(storage.read_text(storage.join(directory, POSITION)))
     except (OSError, ValueError):
         return None
 

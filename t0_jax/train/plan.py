@@ -16,6 +16,7 @@ the FLOPs the program executes (rematerialisation recomputes part of the forward
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from typing import Mapping, Optional
 
@@ -27,7 +28,7 @@ from t0_jax.model.config import T5Config
 from t0_jax.model.model import EncoderDecoderModel
 from t0_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
 from t0_jax.train import metrics as metrics_lib, steps
-from t0_jax.train.memory_advice import memory_advice
+from t0_jax.train.memory_advice import is_out_of_memory, memory_advice
 from t0_jax.train.state import abstract_with_shardings, make_optimizer, state_layout
 
 # The compiled program's total must stay under this share of a device's memory: the runtime
@@ -38,6 +39,11 @@ PACKED_FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "encoder_posit
                    "decoder_segment_ids", "decoder_positions")
 UNPACKED_FEATURES = ("encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens",
                      "decoder_loss_weights")
+# libtpu's refusal, e.g. "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required
+# for HLO temporaries (38.45G) exceeds available HBM (15.25G)." (XLA prints binary units: G = GiB)
+_OOM_TEMPORARIES = re.compile(r"temporaries \(([\d.]+)([KMGT]?)i?B?\)")
+_OOM_AVAILABLE = re.compile(r"available HBM \(([\d.]+)([KMGT]?)i?B?\)")
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 @dataclasses.dataclass
@@ -56,6 +62,8 @@ class Plan:
     peak_flops_per_device: Optional[float]
     compile_seconds: float
     advice: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)  # what the plan changed, and why
+    compile_error: Optional[str] = None  # the compiler's out-of-memory message, first line
 
     @property
     def num_devices(self) -> int:
@@ -66,7 +74,10 @@ class Plan:
 
     @property
     def fits(self) -> Optional[bool]:
-        """None when the device's memory is unknown (a CPU without --device_memory_gib)."""
+        """None when the device's memory is unknown (a CPU without --device_memory_gib); False
+        when the compiler itself ran out of device memory."""
+        if self.compile_error is not None:
+            return False
         if self.device_memory_bytes is None:
             return None
         return self.bytes_per_device["total"] <= USABLE_FRACTION * self.device_memory_bytes
@@ -92,7 +103,8 @@ class Plan:
                 "executed_flops_per_step": self.executed_flops_per_step,
                 "peak_flops_per_device": self.peak_flops_per_device,
                 "mfu_bound": self.mfu_bound, "min_step_seconds": self.min_step_seconds,
-                "compile_seconds": round(self.compile_seconds, 1), "advice": self.advice}
+                "compile_seconds": round(self.compile_seconds, 1), "advice": self.advice,
+                "notes": self.notes, "compile_error": self.compile_error}
 
 
 def abstract_batch(mesh, batch_size: int, lengths: Mapping[str, int], pack: bool) -> dict:
@@ -128,6 +140,18 @@ def recompute_flops_per_sequence(abstract_params, config: T5Config, input_length
     return (dense + attention) / 3.0
 
 
+def model_axis_for(requested: int, num_devices: int, target: str) -> tuple[int, list[str]]:
+    """(model axis to plan with, notes): an axis wider than the target's devices (an
+    experiment's 16-way axis asked of an 8-device slice) becomes the widest that divides them,
+    so the plan still answers "does it fit"; any other axis is kept (the mesh checks it)."""
+    if requested <= num_devices:
+        return requested, []
+    return num_devices, [
+        f"NUM_PARTITIONS={requested} is wider than the {num_devices} devices of {target}: "
+        f"planned with NUM_PARTITIONS={num_devices}, the widest model axis this slice allows "
+        "(--gin.NUM_PARTITIONS=N plans another)"]
+
+
 def plan_train_step(config: T5Config, mesh: Mesh, *, target: str, batch_size: int,
                     task_feature_lengths: Mapping[str, int], partition_rules=(),
                     partition_rules_name: str = "default",
@@ -148,14 +172,21 @@ def plan_train_step(config: T5Config, mesh: Mesh, *, target: str, batch_size: in
                                   num_microbatches=num_microbatches)
     start = time.perf_counter()
     batch = abstract_batch(mesh, batch_size, task_feature_lengths, pack)
-    compiled = jitted.lower(abstract_with_shardings(layout), batch).compile()
-    seconds = time.perf_counter() - start
     params = sharding_lib.shard_bytes(layout.abstract.params, layout.shardings.params)
     opt = sharding_lib.shard_bytes(layout.abstract.opt_state, layout.shardings.opt_state)
     bytes_per_device = {"params": params, "optimizer": opt,
                         "batch": sharding_lib.shard_bytes(batch, [x.sharding for x in
-                                                                  batch.values()]),
-                        **compiled_memory(compiled)}
+                                                                  batch.values()])}
+    try:
+        compiled = jitted.lower(abstract_with_shardings(layout), batch).compile()
+        bytes_per_device.update(compiled_memory(compiled))
+        compile_error = None
+    except Exception as e:  # noqa: BLE001 - XLA raises one runtime error type for everything
+        if not is_out_of_memory(e):
+            raise
+        compile_error = _first_line(e)
+        bytes_per_device.update(refused_memory(compile_error, bytes_per_device))
+    seconds = time.perf_counter() - start
     lin, ltgt = task_feature_lengths["inputs"], task_feature_lengths["targets"]
     flops = batch_size * metrics_lib.flops_per_sequence(layout.abstract.params, config, lin, ltgt)
     extra = batch_size * recompute_flops_per_sequence(layout.abstract.params, config, lin, ltgt)
@@ -170,14 +201,35 @@ def plan_train_step(config: T5Config, mesh: Mesh, *, target: str, batch_size: in
              "partition_rules": partition_rules_name, "num_partitions": num_partitions},
         bytes_per_device=bytes_per_device, device_memory_bytes=device_memory_bytes,
         flops_per_step=flops, executed_flops_per_step=flops + extra,
-        peak_flops_per_device=peak_flops_per_device, compile_seconds=seconds)
+        peak_flops_per_device=peak_flops_per_device, compile_seconds=seconds,
+        compile_error=compile_error)
     if plan.fits is False:
         plan.advice = memory_advice(
             config, batch_size=batch_size, num_microbatches=num_microbatches,
             num_partitions=num_partitions, partition_rules=partition_rules_name,
             num_devices=len(devices),
-            state_dominates=params + opt > bytes_per_device["temporaries"])
+            state_dominates=params + opt > (bytes_per_device["temporaries"] or 0))
     return plan
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()),
+                type(error).__name__)
+
+
+def refused_memory(message: str, state_bytes: Mapping[str, int]) -> dict:
+    """Per-device bytes when the compiler refused the program for lack of device memory: the
+    temporaries and the memory it could use as the message states them (None where it does
+    not), the arguments as the parameter, optimizer and batch shards (no memory analysis of a
+    program that was never built)."""
+    def figure(pattern):
+        match = pattern.search(message)
+        return None if match is None else int(float(match.group(1)) * _UNITS[match.group(2)])
+
+    temporaries = figure(_OOM_TEMPORARIES)
+    arguments = sum(state_bytes.values())
+    return {"arguments": arguments, "temporaries": temporaries,
+            "total": arguments + (temporaries or 0), "compiler_available": figure(_OOM_AVAILABLE)}
 
 
 def compiled_memory(compiled) -> dict:
@@ -203,24 +255,17 @@ def _gib(n: Optional[float]) -> str:
 
 def render(plan: Plan) -> list[str]:
     """Human-readable lines of the plan (stdout of `t0-train --dry_run`)."""
-    b, run = plan.bytes_per_device, plan.run
+    run = plan.run
     mesh = " × ".join(f"{v} {k}" for k, v in plan.mesh_shape.items())
-    verdict = {True: "FITS", False: "DOES NOT FIT", None: "fit unknown (device memory unknown: "
-               "give --device_memory_gib or DEVICE_MEMORY_BYTES)"}[plan.fits]
     lines = [
         f"plan for {plan.target}: {plan.num_devices} × {plan.device_kind}, mesh {mesh}",
+        *[f"  note: {n}" for n in plan.notes],
         f"  model {plan.model['num_params'] / 1e9:.2f}B params; batch {run['batch_size']} × "
         f"{run['task_feature_lengths']['inputs']}/{run['task_feature_lengths']['targets']}"
         f"{' packed' if run['pack'] else ''}, {run['num_microbatches']} microbatch(es), "
         f"scan={run['scan_layers']}, remat={run['remat_policy']!r}, "
         f"rules={run['partition_rules']!r} (compiled in {plan.compile_seconds:.0f} s)",
-        "  per device:",
-        f"    parameters        {_gib(b['params'])}",
-        f"    optimizer state   {_gib(b['optimizer'])}",
-        f"    batch             {_gib(b['batch'])}",
-        f"    temporaries       {_gib(b['temporaries'])}   (XLA memory analysis)",
-        f"    total             {_gib(b['total'])} of {_gib(plan.device_memory_bytes)} "
-        f"(usable {USABLE_FRACTION:.0%}): {verdict}",
+        *_memory_lines(plan),
         f"  FLOPs per step      {plan.flops_per_step:.3e} (analytic, all devices); MFU bound "
         f"{plan.mfu_bound:.0%} (remat recompute)",
     ]
@@ -230,4 +275,25 @@ def render(plan: Plan) -> list[str]:
     if plan.advice:
         lines.append("  does not fit; try, in this order:")
         lines += [f"    {i}. {a}" for i, a in enumerate(plan.advice, 1)]
+    return lines
+
+
+def _memory_lines(plan: Plan) -> list[str]:
+    """The per-device table; when the compiler refused the program, its own figures."""
+    b = plan.bytes_per_device
+    verdict = {True: "FITS", False: "DOES NOT FIT", None: "fit unknown (device memory unknown: "
+               "give --device_memory_gib or DEVICE_MEMORY_BYTES)"}[plan.fits]
+    source = "(XLA memory analysis)"
+    if plan.compile_error is not None:
+        source = (f"(the compiler's figure: it can use {_gib(b.get('compiler_available'))} "
+                  "per device)")
+    lines = ["  per device:",
+             f"    parameters        {_gib(b['params'])}",
+             f"    optimizer state   {_gib(b['optimizer'])}",
+             f"    batch             {_gib(b['batch'])}",
+             f"    temporaries       {_gib(b['temporaries'])}   {source}",
+             f"    total             {_gib(b['total'])} of {_gib(plan.device_memory_bytes)} "
+             f"(usable {USABLE_FRACTION:.0%}): {verdict}"]
+    if plan.compile_error is not None:
+        lines.append(f"  the compiler ran out of device memory: {plan.compile_error[:300]}")
     return lines

@@ -16,9 +16,12 @@ The run then raises `Preempted` (exit code `EXIT_PREEMPTED` from t0-train) namin
 its checkpoint; rerunning the same command resumes from it exactly.
 
 One trainer per MODEL_DIR. `RunLock` creates MODEL_DIR/LOCK_FILE exclusively with the holder's
-pid and host; a second trainer refuses to start and names the first. A lock whose pid no
-longer runs on this host is stale and taken over (a lock from another host cannot be checked:
-the message says to delete it once that trainer is gone). Multi-host, process 0 holds it.
+pid and host (`storage.create_exclusive`: O_EXCL on a disk, a create-if-absent precondition on
+GCS/S3, so two hosts racing for a bucket path get one winner); a second trainer refuses to start
+and names the first. A LOCAL lock whose pid no longer runs on this host is stale and taken over.
+A lock on object storage is never taken over (the hosts that share a bucket share no process
+table, and host names repeat across containers): the message names the object and the command
+that deletes it once that trainer is gone. Multi-host, process 0 holds it.
 
 Failed checkpoint writes (disk full, permission or read-only file system mid-run): Orbax writes
 a step into a temporary directory and renames it only when complete, so the previous step stays
@@ -29,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pathlib
 import signal
 import socket
 import threading
@@ -38,6 +40,8 @@ from typing import Optional
 
 import jax
 import numpy as np
+
+from t0_jax import storage
 
 LOCK_FILE = ".t0-train.lock"
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: what schedulers expect of a job stopped by SIGTERM
@@ -162,7 +166,7 @@ def stop_at(step: int, train_steps: int, ckpt, watch: StopWatch, save=None) -> N
         if save is not None:
             save()
         ckpt.wait()
-    directory = ckpt.directory / str(step)
+    directory = storage.join(ckpt.directory, str(step))
     raise Preempted(step, train_steps, str(directory), watch.received or "a stop request")
 
 
@@ -173,7 +177,8 @@ class RunLock:
     """MODEL_DIR/LOCK_FILE held for the life of a run by process 0 (a context manager)."""
 
     def __init__(self, model_dir: str | os.PathLike):
-        self.path = pathlib.Path(model_dir).absolute() / LOCK_FILE
+        self.model_dir = storage.absolute(model_dir)
+        self.path = storage.join(self.model_dir, LOCK_FILE)
         self.held = False
 
     def acquire(self) -> "RunLock":
@@ -188,7 +193,7 @@ class RunLock:
 
             failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
             if failed and error is None:
-                error = RunLockedError(f"{self.path.parent} is in use by another trainer "
+                error = RunLockedError(f"{self.model_dir} is in use by another trainer "
                                        "(process 0 could not take its lock).")
         if error is not None:
             raise error
@@ -198,24 +203,19 @@ class RunLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and not _stale(holder, me):
-                    raise RunLockedError(_locked_message(self.path, holder, me)) from None
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()  # stale (its pid is gone) or unreadable: take it over
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return
+            if storage.create_exclusive(self.path, json.dumps(me).encode()):
+                self.held = True
+                return
+            holder = self._holder()
+            if not _may_take_over(self.path, holder, me):
+                raise RunLockedError(_locked_message(self.path, self.model_dir, holder or {},
+                                                     me))
+            storage.remove(self.path)  # stale (its pid is gone) or unreadable: take it over
         raise RunLockedError(f"could not take {self.path}: another trainer keeps recreating it.")
 
     def _holder(self) -> Optional[dict]:
         try:
-            holder = json.loads(self.path.read_text())
+            holder = json.loads(storage.read_text(self.path))
             return holder if isinstance(holder, dict) and "pid" in holder else None
         except (OSError, ValueError):
             return None
@@ -223,7 +223,7 @@ class RunLock:
     def release(self) -> None:
         if self.held:
             with contextlib.suppress(OSError):
-                self.path.unlink()
+                storage.remove(self.path)
             self.held = False
 
     def __enter__(self) -> "RunLock":
@@ -233,9 +233,20 @@ class RunLock:
         self.release()
 
 
+def _may_take_over(path: str, holder: Optional[dict], me: dict) -> bool:
+    """This very process holds it (an earlier call that did not release), or — for a local
+    lock only — its pid no longer runs on this host, or it cannot be read (a crash between
+    create and write). A remote lock is judged by nobody but a person (module docstring)."""
+    if holder is not None and holder.get("host") == me["host"] and int(holder["pid"]) == me["pid"]:
+        return True
+    if storage.is_remote(path):
+        return False
+    return holder is None or _stale(holder, me)
+
+
 def _stale(holder: dict, me: dict) -> bool:
-    """The holder is this very process (an earlier call that did not release) or a pid that no
-    longer runs on this host. A lock from another host is never judged stale."""
+    """The holder is this very process or a pid that no longer runs on this host. A lock from
+    another host is never judged stale."""
     if holder.get("host") != me["host"]:
         return False
     pid = int(holder["pid"])
@@ -250,12 +261,18 @@ def _stale(holder: dict, me: dict) -> bool:
     return False
 
 
-def _locked_message(path: pathlib.Path, holder: dict, me: dict) -> str:
-    who = f"pid {holder.get('pid')} on {holder.get('host')}"
+def _locked_message(path: str, model_dir: str, holder: dict, me: dict) -> str:
+    who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "an unknown holder"
     since = f", started {holder['started']}" if holder.get("started") else ""
-    tail = ("stop it first, or use another MODEL_DIR" if holder.get("host") == me["host"] else
-            f"stop it first, or use another MODEL_DIR; if that trainer is gone, delete {path}")
-    return f"MODEL_DIR {path.parent} is in use by another trainer ({who}{since}); {tail}."
+    if storage.is_remote(path):
+        tail = ("stop it first, or use another MODEL_DIR. A lock on object storage is never "
+                "taken over automatically: if that trainer is gone (killed, its machine lost), "
+                f"delete the lock (`gcloud storage rm {path}`, or `gsutil rm`) and rerun")
+    elif holder.get("host") == me["host"]:
+        tail = "stop it first, or use another MODEL_DIR"
+    else:
+        tail = f"stop it first, or use another MODEL_DIR; if that trainer is gone, delete {path}"
+    return f"MODEL_DIR {model_dir} is in use by another trainer ({who}{since}); {tail}."
 
 
 # ----------------------------------------------------------------------------- failed writes
@@ -289,8 +306,8 @@ def checkpoint_write_error(error: BaseException, step: Optional[int], model_dir,
     os_error = _os_error_in(error)
     if os_error is None:
         return None
-    root = pathlib.Path(model_dir).absolute()
-    kept = (f"the last good checkpoint is {root / str(last_good)} (intact)"
+    root = storage.absolute(model_dir)
+    kept = (f"the last good checkpoint is {storage.join(root, str(last_good))} (intact)"
             if last_good is not None else "no finished checkpoint is in MODEL_DIR yet")
     reason = os_error.strerror or str(os_error)
     where = os_error.filename or root

@@ -7,8 +7,6 @@ Order of work, so that a configuration that cannot work fails before any compute
   3. restore the newest finalized checkpoint in MODEL_DIR, else load INITIAL_CHECKPOINT_PATH,
      else initialise randomly — every array directly in its shards;
   4. open the batch source at the resume position (its saved input state when it has one);
-  5. restore the newest finalized checkpoint in MODEL_DIR, else load INITIAL_CHECKPOINT_PATH,
-     else initialise randomly — every array directly in its shards;
   5. loop: one jitted, donated step per batch; metrics to TensorBoard + JSONL (host 0); an
      async Orbax save every `checkpoint_period` steps and at the end.
 
@@ -19,6 +17,10 @@ consumed batches, or, for a source that cannot save its state, the deterministic
 re-opened skipping them; dropout keys are a function of the absolute step, and the restored
 arrays are the saved bytes. A non-finite loss stops the
 run before that state can be saved, so the newest checkpoint is always a good one.
+
+MODEL_DIR and INITIAL_CHECKPOINT_PATH may be local or `gs://` (any fsspec scheme): every file
+goes through `t0_jax.storage` or Orbax, both of which speak object storage (checkpoints.py,
+metrics.py, preemption.py say how each file is written there).
 """
 from __future__ import annotations
 
@@ -26,14 +28,13 @@ import dataclasses
 import functools
 import logging
 import os
-import pathlib
-import shutil
 import time
 from typing import Callable, Mapping, Optional, Union
 
 import jax
 import numpy as np
 
+from t0_jax import storage
 from t0_jax.model import axes as axes_lib
 from t0_jax.model.config import T5Config
 from t0_jax.model import stacking
@@ -176,17 +177,26 @@ def _checkpoint_mismatch(path: str, config: T5Config, error: Exception) -> Confi
         "T0-11B: models/t5_1_1_lm100k_xxl.gin); nothing was loaded.")
 
 
-def _vocab_reference(model_dir: pathlib.Path, vocab_path: Optional[str]) -> Optional[str]:
+def _vocab_reference(model_dir: str, vocab_path: Optional[str]) -> Optional[str]:
     """Copy the vocabulary into MODEL_DIR once; step directories refer to it relatively, so a
-    step directory (or the whole MODEL_DIR, moved) stands alone for `t0-score`."""
+    step directory (or the whole MODEL_DIR, moved) stands alone for `t0-score`. Either may be
+    local or on object storage."""
     vocab_path = vocab_path or os.environ.get("T0_VOCAB_PATH")
-    if not vocab_path or not os.path.isfile(vocab_path):
+    if not vocab_path or not _is_file(vocab_path):
         return None
     if jax.process_index() == 0:
-        dst = model_dir / "spiece.model"
-        if not dst.exists():
-            shutil.copyfile(vocab_path, dst)
+        dst = storage.join(model_dir, "spiece.model")
+        if not storage.exists(dst):
+            storage.copy(vocab_path, dst)
     return "../spiece.model"
+
+
+def _is_file(path: str) -> bool:
+    """A readable file; an unreachable store (T5's gs:// default offline) counts as absent."""
+    try:
+        return storage.exists(path) and not storage.isdir(path)
+    except Exception:  # noqa: BLE001 - no network or no credentials: no vocabulary to copy
+        return False
 
 
 class _Window:
@@ -262,14 +272,14 @@ def train(*, model_dir: str, train_steps: int, task_feature_lengths: Mapping[str
         raise ConfigError("train() needs a batch_source (t0_jax.bin.train_data.train builds "
                           "one from MIXTURE_OR_TASK_NAME).")
     batch_source = as_batch_source(batch_source)
-    root = pathlib.Path(model_dir).absolute()
-    root.mkdir(parents=True, exist_ok=True)
+    root = storage.absolute(model_dir)  # a string: local, or gs://... (never pathlib)
+    storage.makedirs(root)
     # SIGTERM from here on: finish the step, save, stop; a second trainer on MODEL_DIR stops here
     lock, watch = preemption.start_run(root)
     host0, ckpt = jax.process_index() == 0, None
     try:
         if host0 and config_text:
-            (root / "config.gin").write_text(config_text, encoding="utf-8")
+            storage.write_text(storage.join(root, "config.gin"), config_text)
         ckpt = checkpoints.Checkpointer(root, keep=keep_checkpoints,
                                         async_save=async_checkpointing)
         state, batches_consumed, resumed = _start_state(
@@ -367,7 +377,7 @@ def _out_of_memory(error, step: int, ckpt, program: "_Program", batch,
 
 
 def _loop(state: TrainState, batches_consumed: int, *, ckpt, program: "_Program",
-          batch_source: BatchSource, resumed: bool, root: pathlib.Path, train_steps: int,
+          batch_source: BatchSource, resumed: bool, root: str, train_steps: int,
           seed: int, z_loss: float, loss_normalizing_factor, num_microbatches: int,
           checkpoint_period: int, log_period: int, config_text: str, vocab: Optional[str],
           step_flops: float, peak_flops: Optional[float], progress_bar: bool,

@@ -46,6 +46,7 @@ def test_builds_table_and_skips_on_rerun(cli_cache, capsys, spm_model_path, shar
             "--min_shards", "1", THREADS]
     code, out, _ = _run(capsys, *argv)
     assert code == 0, out
+    assert "runner: FnApiRunner (multi_threading, 2 workers)" in out.splitlines()
     kept = sum(1 for line in open(shared_data_dir / "glue" / "mrpc" / "validation.jsonl")
                if json.loads(line)["label"] == 1)
     rows = {line.split()[0]: line.split() for line in out.splitlines()

@@ -3,6 +3,10 @@ the device's, for this host's 8 fake CPU devices and for a TPU slice described b
 user errors around it (unknown slice, a mesh the slice cannot hold, a run-time out-of-memory,
 a checkpoint for another model) exit 2 with one message and no traceback."""
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -17,6 +21,7 @@ from tests.train.batches import BATCH, LENGTHS, Source
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
+REPO = pathlib.Path(__file__).resolve().parents[2]
 MODEL_SPLIT = {"vocab", "mlp", "heads", "joined_kv"}  # DEFAULT_RULES: these go to `model`
 
 
@@ -143,6 +148,40 @@ def test_mesh_the_slice_cannot_hold_exits_2(capsys):
     assert "v4-8" in err
     code, _, err = _run(capsys, "--topology=v4-8", "--gin.BATCH_SIZE=6")
     assert code == 2 and "BATCH_SIZE=6 is not divisible by the data axis" in err
+
+
+def test_slice_narrower_than_the_model_axis_plans_the_widest_and_answers_fit(tmp_path):
+    """The experiment's 16-way model axis asked of v4-8 (8 TensorCores): planned 8-way, said so,
+    and libtpu's compile refusing the program (temporaries over the HBM) is the plan's verdict
+    with the compiler's figures, exit 2. A tiny model with a batch whose logits overflow 16 GiB
+    stands in for T0-11B (same paths; `t0-train … experiments/t0_train.gin --dry_run
+    --topology=v4-8` compiles T0-11B itself in minutes)."""
+    _libtpu_or_skip()
+    argv = ["--gin_file=runs/train.gin", "--gin_file=experiments/tiny_demo.gin",
+            f"--gin.MODEL_DIR={tmp_path / 'run'}", "--gin.BATCH_SIZE=8192",
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 256}",
+            "--gin.SCAN_LAYERS=True", "--gin.NUM_PARTITIONS=16", "--dry_run", "--json",
+            "--topology=v4-8"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "t0_jax.bin.train", *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    out = done.stdout
+    plan = json.loads(out.strip().splitlines()[-1])
+    assert plan["mesh_shape"] == {"data": 1, "model": 8}
+    assert plan["run"]["num_partitions"] == 8 and plan["run"]["requested_num_partitions"] == 16
+    assert ("note: NUM_PARTITIONS=16 is wider than the 8 devices of v4-8 (v4:2x2x1): planned "
+            "with NUM_PARTITIONS=8, the widest model axis this slice allows") in out
+    assert plan["fits"] is False and "RESOURCE_EXHAUSTED" in plan["compile_error"]
+    b = plan["bytes_per_device"]
+    temporaries = b["temporaries"] / 2**30  # the compiler's own figure, in its units (GiB)
+    assert f"HLO temporaries ({temporaries:.2f}G)" in plan["compile_error"]
+    assert temporaries > b["compiler_available"] / 2**30 > 15
+    assert b["total"] == b["params"] + b["optimizer"] + b["batch"] + b["temporaries"]
+    assert f"temporaries       {temporaries:.2f} GiB" in out
+    assert f"total             {b['total'] / 2**30:.2f} GiB of 16.00 GiB" in out
+    assert "DOES NOT FIT" in out and "NUM_MICROBATCHES=2" in " ".join(plan["advice"])
+    assert f"needs {b['total'] / 2**30:.2f} GiB per device but v4-8" in done.stderr
 
 
 # ---- run-time errors of a launched run --------------------------------------------------

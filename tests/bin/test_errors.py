@@ -83,6 +83,11 @@ def test_console_scripts_answer_user_errors_in_one_line(tmp_path, t5x_fixture, s
         "checkpoint/model mismatch": (_start("convert", "t5x-to-t0", t5x_fixture,
                                              tmp_path / "c", "--preset", "small"),
                                       "does not match the T5 config"),
+        "missing initial checkpoint, no VOCAB_PATH": (
+            _start("train", "--gin_file=runs/finetune.gin", *train_args[1:-1],
+                   f"--gin.INITIAL_CHECKPOINT_PATH={tmp_path}/no_such_t5",
+                   env={k: v for k, v in _env().items() if k != "T0_VOCAB_PATH"}),
+            f"INITIAL_CHECKPOINT_PATH={tmp_path}/no_such_t5 does not exist"),
         "bad gin value": (_start("train", *train_args, "--gin.BATCH_SIZE=0"),
                           "BATCH_SIZE=0 must be a positive integer"),
         "does not fit in device memory": (
@@ -105,6 +110,21 @@ def test_console_scripts_answer_user_errors_in_one_line(tmp_path, t5x_fixture, s
                 err.startswith("t0-") or "I0000" in err or "absl::InitializeLog" in err:
             failures.append(f"{name}: exit {proc.returncode}\n{err[-2000:]}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_initial_checkpoint_supplies_the_vocabulary(tiny_checkpoint, t5x_fixture, spm_model_path,
+                                                    monkeypatch):
+    """Without VOCAB_PATH the pipeline uses the initial checkpoint's spiece.model (ours keeps
+    one); a T5X checkpoint without one leaves the default in place; VOCAB_PATH wins."""
+    from t0_jax.bin import initial_checkpoint
+
+    monkeypatch.delenv("T0_VOCAB_PATH", raising=False)
+    found = initial_checkpoint.vocabulary(str(tiny_checkpoint), None)
+    assert found == str(tiny_checkpoint / "spiece.model")
+    assert pathlib.Path(found).read_bytes() == pathlib.Path(spm_model_path).read_bytes()
+    assert initial_checkpoint.vocabulary(str(t5x_fixture), None) is None
+    assert initial_checkpoint.vocabulary(str(tiny_checkpoint), "/my/spiece.model") == \
+        "/my/spiece.model"
 
 
 def test_help_prints_no_library_start_up_noise():
@@ -168,6 +188,7 @@ def test_failed_results_write_keeps_finished_tasks(capsys, tiny_checkpoint, tmp_
     real_write, written = report._atomic_write, []
 
     def full_disk(path, text):
+        path = pathlib.PurePath(path)  # a path string (t0_jax.storage)
         if path.name.endswith(".jsonl") and path.parent.name == report.TASKS_DIR and written:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         written.append(path.name)

@@ -14,7 +14,7 @@ from t0_jax.bin import score, score_data
 from t0_jax.scoring import runner
 from t0_jax.scoring import scorer as scorer_module
 from tests.scoring import bigbench_files
-from tests.scoring.hf_peer import TZeroPeer, save_random_t5
+from tests.scoring.hf_peer import LmEvalSeq2SeqPeer, TZeroPeer, save_random_t5
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,8 @@ def test_cli_writes_scores_results_csv_and_plot(hf_dir, tmp_path):
         assert [r["num_tokens"] for r in mine] == [len(peer.sp.encode(c)) + 1 for c in choices]
 
     results = json.loads((out / "results.json").read_text())
+    assert results["convention"]["name"] == "t_zero"  # the default, recorded
+    assert "published" not in results  # BIG-bench files: no published T0 figure to set beside
     choice, gen = results["tasks"]["bigbench_choice_task"], results["tasks"]["bigbench_gen_task"]
     assert choice["kind"] == "rank" and choice["num_examples"] == 5
     assert choice["dataset"] == "bigbench/choice_task"
@@ -64,11 +66,57 @@ def test_cli_writes_scores_results_csv_and_plot(hf_dir, tmp_path):
     assert "score_run.checkpoint_path" in (out / "config.gin").read_text()
 
 
+def _convention_run(hf_dir, task_file, out, convention, n_examples):
+    assert score.main([
+        "--gin_file=gin/runs/score.gin", f"--gin.CHECKPOINT_PATH={hf_dir}",
+        f"--gin.MIXTURE_OR_TASK_NAME={task_file}", f"--gin.OUTPUT_DIR={out}",
+        f"--gin.SCORING_CONVENTION='{convention}'", f"--gin.MAX_EXAMPLES={n_examples}",
+        "--gin_bindings=score_run.progress = False",
+        "--gin_bindings=score_run.compilation_cache_dir = None"]) == 0
+    rows = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
+    results = json.loads((out / "results.json").read_text())
+    return {(r["example"], r["choice"]): r for r in rows}, results["convention"]["name"]
+
+
+def test_both_conventions_match_their_cited_peers(hf_dir, tmp_path):
+    """SCORING_CONVENTION t_zero and lm_eval_harness on the same BIG-bench examples (prompts
+    end in "\nA: ", the trailing space lm-eval moves) against independent PyTorch peers on the
+    same weights: t-zero's protocol on SentencePiece, lm-evaluation-harness's on transformers'
+    tokenizer (tests/scoring/hf_peer.py cites the source of each)."""
+    n = 3
+    task_file = bigbench_files.write_tasks(tmp_path / "bb") / "choice_task" / "task.json"
+    runs = {c: _convention_run(hf_dir, task_file, tmp_path / c, c, n)
+            for c in ("t_zero", "lm_eval_harness")}
+    assert {c: name for c, (_, name) in runs.items()} == {c: c for c in runs}  # recorded
+    t_zero_peer = TZeroPeer(hf_dir)
+    lm_eval_peer = LmEvalSeq2SeqPeer(hf_dir, model=t_zero_peer.model)
+    gaps = []
+    for i, example in enumerate(bigbench_files.CHOICE_EXAMPLES[:n]):
+        prompt, choices = bigbench_files.prompt(example), list(example["target_scores"])
+        expected = {"t_zero": t_zero_peer.choice_log_likelihoods(prompt, choices)}
+        expected["lm_eval_harness"], lengths = lm_eval_peer.choice_log_likelihoods(prompt,
+                                                                                   choices)
+        for convention, (rows, _) in runs.items():
+            got = [rows[(i, c)]["log_likelihood"] for c in range(len(choices))]
+            np.testing.assert_allclose(got, expected[convention], rtol=0, atol=1e-3)
+        assert [runs["lm_eval_harness"][0][(i, c)]["num_tokens"]
+                for c in range(len(choices))] == lengths  # continuation tokens, no EOS
+        gaps += list(np.abs(expected["t_zero"] - expected["lm_eval_harness"]))
+    assert min(gaps) > 1e-2  # the two conventions do score different tokens
+
+
 def test_cli_usage_errors_name_what_is_missing(capsys):
     assert score.main(["--gin_file=gin/runs/score.gin"]) == 2
     assert "CHECKPOINT_PATH" in capsys.readouterr().err
     assert score.main(["--bogus=1"]) == 2
     assert "unknown argument '--bogus=1'" in capsys.readouterr().err
+    required = ["--gin_file=gin/runs/score.gin", "--gin.CHECKPOINT_PATH=/c",
+                "--gin.MIXTURE_OR_TASK_NAME=t", "--gin.OUTPUT_DIR=/o"]
+    assert score.main(required + ["--gin.SCORING_CONVENTION='lm_eval'"]) == 2
+    assert "unknown scoring convention 'lm_eval'; SCORING_CONVENTION is one of 't_zero'" in (
+        capsys.readouterr().err)
+    assert score.main(required + ["--gin.PUBLISHED_MODEL='T0_11B'"]) == 2
+    assert "PUBLISHED_MODEL ['T0_11B'] not in" in capsys.readouterr().err
 
 
 MRPC = ["glue_mrpc_equivalent_score_eval", "glue_mrpc_paraphrase_score_eval"]

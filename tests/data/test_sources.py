@@ -1,13 +1,13 @@
-"""Raw example sources: the streamed JSONL mirror, its line index, the not-found message,
-per-host shards, and the Arrow (Hugging Face) reader."""
+"""Raw example sources: the streamed JSONL mirror, its line index, the not-found message and
+per-host shards. The Hub fallback (real `datasets` on an offline Hub cache) and remote mirrors
+are tested in test_hub.py."""
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 
 from t0_jax.data import sources
+from tests.data import offline_hub
 
 MIRROR_FILES = ("ag_news/test", "glue/mrpc/train", "glue/mrpc/validation", "piqa/validation",
                 "social_i_qa/validation")
@@ -15,6 +15,7 @@ MIRROR_FILES = ("ag_news/test", "glue/mrpc/train", "glue/mrpc/validation", "piqa
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
+    offline_hub.go_offline(monkeypatch, tmp_path / "empty_hf")  # the Hub fallback: no network
     monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
     monkeypatch.setenv(sources.INDEX_CACHE_ENV, str(tmp_path / "line_index"))
     sources.set_data_dir(None)
@@ -114,8 +115,10 @@ def test_missing_dataset_message_lists_every_source_tried(tmp_path):
     expected_path = tmp_path / "super_glue" / "cb" / "validation.jsonl"
     assert "'super_glue' subset 'cb' split 'validation'" in message
     assert f"local mirror: {expected_path}" in message
-    assert "Hugging Face `datasets`: not installed" in message
+    assert "Hugging Face Hub aps/super_glue@refs/convert/parquet (tasks/hub_sources.yaml row " \
+           "'super_glue/cb'): HubFetchError" in message and "HF_HUB_OFFLINE" in message
     assert "TFDS `super_glue/cb`" in message and "array_record" in message
+    assert f"t0-data --datasets super_glue/cb --data_dir {tmp_path}" in message
     assert "write the split as JSON lines" in message and "T0_DATA_DIR" in message
 
 
@@ -159,34 +162,3 @@ def test_shards_are_disjoint_cover_the_split_and_keep_global_indices(tmp_path, m
     assert len(reader.shard(11, 12)) == 0
     with pytest.raises(ValueError, match="shard_index=3, num_shards=3"):
         reader.shard(3, 3)
-
-
-def test_hugging_face_split_is_read_from_its_arrow_table(tmp_path, monkeypatch):
-    """`datasets` is optional; a stand-in serves a memory-mapped Arrow table the same way."""
-    pa = pytest.importorskip("pyarrow")
-    rows = [{"premise": f"p{i}", "label": i % 3, "tags": ["a"] * i} for i in range(7)]
-    arrow = tmp_path / "table.arrow"
-    table = pa.Table.from_pylist(rows)
-    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-
-    class ArrowDataset:  # what datasets.Dataset offers the reader: len and row access
-        def __init__(self, path):
-            self.table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-
-        def __len__(self):
-            return self.table.num_rows
-
-        def __getitem__(self, i):
-            return self.table.slice(i, 1).to_pylist()[0]
-
-    calls = []
-    fake = types.SimpleNamespace(load_dataset=lambda *a, **k: calls.append((a, k)) or
-                                 ArrowDataset(arrow))
-    monkeypatch.setitem(sys.modules, "datasets", fake)
-    reader = sources.open_split("anli", None, "dev_r1")
-    assert isinstance(reader, sources.HuggingFaceReader)
-    assert calls == [(("anli", None), {"split": "dev_r1"})]
-    assert len(reader) == 7 and list(reader) == rows
-    assert [i for i, _ in reader.shard(1, 2)] == [1, 3, 5]
-    assert sources.open_split("anli", None, "dev_r1") is reader and len(calls) == 1

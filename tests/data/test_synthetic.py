@@ -86,14 +86,21 @@ def _expected_choices(family, template, example):
 def test_templates_render_with_correct_choices(family):
     spec = synthetic.FAMILIES[family]
     collection = templates.load_templates(family)
-    assert 4 <= len(collection) <= 6
+    assert 4 <= len(collection) <= 8
     names = {t.name for t in collection}
     assert set(spec.unseen_templates) <= names
+    other = [t for t in collection if not t.original_task]
     if not spec.held_out:
         assert 1 <= len(spec.unseen_templates) < len(collection)
+        # p = 1 ⊂ all original-task ⊊ all: >= 2 trained templates of another task (as in P3)
+        assert len(other) >= 2 and not {t.name for t in other} & set(spec.unseen_templates)
     examples = synthetic.generate_examples(family, "validation", 40, seed=1)
     for template in collection:
-        assert template.metrics == ("Accuracy",) and template.answer_choices
+        if not template.answer_choices:  # another task on the same data: a generation target
+            assert not template.original_task and template.metrics == ("Other",)
+            assert all(templates.render_example(template, e).targets for e in examples)
+            continue
+        assert template.metrics == ("Accuracy",)
         for example in examples:
             rendered = templates.render_example(template, example)
             assert rendered is not None and rendered.inputs
@@ -140,26 +147,74 @@ def test_vocabulary_covers_the_prompts(tmp_path):
     assert sp.decode(sp.encode(text)) == text
 
 
-def test_registration_builds_the_demo_mixtures(tmp_path, spm_model_path):
-    from t0_jax.data import mixtures, registry
+def _registered(spm_model_path):
+    from t0_jax.data import registry
 
     previous = registry.task_vocabulary().path
     try:
-        out = synthetic.register(spm_model_path)
+        return synthetic.register(spm_model_path)
     finally:
         registry.set_vocab_path(previous)
-    train = out[synthetic.TRAIN_MIXTURE]
-    seen = {registry.task_name(f, None, t.name) for f in synthetic.trained_families()
+
+
+def _trained(keep):
+    """Task names of the trained (not unseen) templates of the trained families that `keep`."""
+    from t0_jax.data import registry
+
+    return {registry.task_name(f, None, t.name) for f in synthetic.trained_families()
             for t in templates.load_templates(f)
-            if t.name not in synthetic.FAMILIES[f].unseen_templates}
-    assert set(train) == seen and len(seen) == 16
-    assert set(train.values()) == {mixtures.capped_rate(synthetic.SPLITS["train"], 6)}
+            if t.name not in synthetic.FAMILIES[f].unseen_templates and keep(f, t)}
+
+
+def test_registration_builds_the_demo_mixtures(spm_model_path):
+    from t0_jax.data import mixtures, registry
+
+    out = _registered(spm_model_path)
+    train = out[synthetic.TRAIN_MIXTURE]
+    seen = _trained(lambda f, t: True)
+    assert set(train) == seen and len(seen) == 24
+    assert set(train.values()) == {mixtures.capped_rate(synthetic.SPLITS["train"], 8)}
     assert mixtures.mixture_rates(synthetic.TRAIN_MIXTURE) == dict(sorted(train.items()))
     all_twins = {registry.task_name(f, None, t.name) + "_score_eval"
-                 for f in synthetic.FAMILIES for t in templates.load_templates(f)}
+                 for f in synthetic.FAMILIES for t in templates.load_templates(f)
+                 if t.answer_choices}
     assert set(out[synthetic.EVAL_MIXTURE]) == all_twins
     kinds = synthetic.task_kinds()
     for kind, name in synthetic.KIND_MIXTURES.items():
         assert {kinds[t][1] for t in out[name]} == {kind}
-    assert synthetic.register(spm_model_path) == out  # idempotent
-    registry.set_vocab_path(previous)
+    assert _registered(spm_model_path) == out  # idempotent
+
+
+def test_ablation_mixtures_hold_exactly_the_intended_templates(spm_model_path):
+    """p = 1: one original-task template per family (the first by name); all-original: every
+    original-task template; all: every trained template; d: the configured families. Unseen
+    templates and held-out families are in none; rates are T0's cap (all 8 templates counted)."""
+    from t0_jax.data import catalogue, mixtures
+
+    out = _registered(spm_model_path)
+    one = out[synthetic.PROMPT_MIXTURES["one_og"]]
+    all_og = out[synthetic.PROMPT_MIXTURES["all_og"]]
+    every = out[synthetic.PROMPT_MIXTURES["all"]]
+    first = {f: min(t.name for t in templates.load_templates(f) if t.original_task
+                    and t.name not in synthetic.FAMILIES[f].unseen_templates)
+             for f in synthetic.trained_families()}
+    assert set(one) == _trained(lambda f, t: t.name == first[f]) and len(one) == 4
+    assert set(all_og) == _trained(lambda f, t: t.original_task) and len(all_og) == 16
+    assert set(every) == _trained(lambda f, t: True) and len(every) == 24
+    assert set(one) < set(all_og) < set(every)
+    unseen = synthetic.unseen_tasks()
+    assert len(unseen) == 8 and not unseen & set(every)
+    cap = mixtures.capped_rate(synthetic.SPLITS["train"], 8)
+    for rates in (one, all_og, every):
+        assert set(rates.values()) == {cap}
+    d2 = synthetic.register_family_mixture("test_synth_d2", ["synth_polarity", "synth_rule"])
+    assert set(d2) == _trained(lambda f, t: f in ("synth_polarity", "synth_rule"))
+    assert mixtures.mixture_rates("test_synth_d2") == dict(sorted(d2.items()))
+    with pytest.raises(ValueError, match="held-out family"):
+        synthetic.register_family_mixture("test_synth_bad", ["synth_same_kind"])
+    # the T0 mixtures come from the same selection code
+    base = [e.key for e in catalogue.train_datasets("BASE")]
+    for name, prompts in (("t0_train_one_og_prompt", "one_og"),
+                          ("t0_train_all_og_prompts", "all_og"), ("t0_train", "all")):
+        assert mixtures.mixture_rates(name) == dict(sorted(
+            mixtures.prompt_selection_rates(base, prompts).items()))

@@ -63,3 +63,30 @@ def test_default_is_t5_public_model(monkeypatch):
         assert vocabularies.DEFAULT_VOCAB_PATH in str(error) and "T0_VOCAB_PATH" in str(error)
     else:
         assert vocab.vocab_size == 32100
+
+
+def test_vocabulary_in_a_bucket_reads_through_a_verified_local_copy(spm_model_path,
+                                                                   gcs_bucket):
+    """VOCAB_PATH on gs:// (fake-gcs-server, tests/gcs/): SentencePiece reads a local copy
+    checked against the object; the vocabulary keeps and pickles the gs:// path, so a Beam
+    worker that unpickles it fetches its own copy."""
+    import pickle
+
+    from t0_jax import storage
+
+    with gcs_bucket.applied():
+        remote = gcs_bucket.root("vocab") + "/spiece.model"
+        storage.copy(spm_model_path, remote)
+        vocab = vocabularies.get_vocabulary(remote)
+        local = vocabularies.get_vocabulary(spm_model_path)
+        assert list(vocab.encode(TEXT)) == list(local.encode(TEXT))
+        assert vocab.vocab_size == local.vocab_size
+        assert vocab.sentencepiece_model_file != remote  # a local copy ...
+        with open(vocab.sentencepiece_model_file, "rb") as f:
+            assert f.read() == gcs_bucket.read_object(remote)  # ... of the object's bytes
+        state = pickle.dumps(vocab)
+        assert remote.encode() in state and vocab.sentencepiece_model_file.encode() not in state
+        again = pickle.loads(state)
+        assert again == vocab and list(again.encode(TEXT)) == list(vocab.encode(TEXT))
+        with pytest.raises(vocabularies.VocabularyNotFoundError, match="no such object"):
+            vocabularies.get_vocabulary(remote + ".missing")

@@ -55,3 +55,39 @@ class TZeroPeer:
                 log_probs = torch.log_softmax(logits.float(), dim=-1)
                 out.append(log_probs.gather(-1, labels[..., None]).sum().item())
         return np.asarray(out, np.float64)
+
+
+class LmEvalSeq2SeqPeer:
+    """Per-choice log-likelihoods the way lm-evaluation-harness scores a zero-shot
+    multiple-choice request on a Hugging Face encoder-decoder (read at commit 4e7e0d4):
+    `lm_eval/api/task.py` ConfigurableTask.construct_requests makes (context, " " + choice);
+    `lm_eval/api/model.py` TemplateLM._encode_pair moves the context's trailing whitespace to
+    the continuation and, for seq2seq, encodes the context with the tokenizer's default special
+    tokens (T5: EOS appended) and the continuation with add_special_tokens=False;
+    `lm_eval/models/huggingface.py` HFLM._loglikelihood_tokens runs
+    model(input_ids, attention_mask, labels=continuation) and sums log_softmax at the
+    continuation tokens. Tokenizer: transformers' AutoTokenizer, as HFLM loads it."""
+
+    def __init__(self, hf_dir, model=None):
+        torch.set_num_threads(1)
+        self.model = model or transformers.T5ForConditionalGeneration.from_pretrained(
+            hf_dir, dtype=torch.float32).eval()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
+
+    def choice_log_likelihoods(self, context: str, choices: list[str]):
+        """(log-likelihoods, continuation token counts), one per choice."""
+        scores, lengths = [], []
+        for choice in choices:
+            ctx, cont = context, " " + choice
+            n_spaces = len(ctx) - len(ctx.rstrip())
+            if n_spaces > 0:
+                cont, ctx = ctx[-n_spaces:] + cont, ctx[:-n_spaces]
+            inputs = torch.tensor([self.tokenizer.encode(ctx)])
+            labels = torch.tensor([self.tokenizer.encode(cont, add_special_tokens=False)])
+            with torch.no_grad():
+                logits = self.model(input_ids=inputs, attention_mask=torch.ones_like(inputs),
+                                    labels=labels).logits  # [1, Lt, V]
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            scores.append(log_probs.gather(-1, labels[..., None]).sum().item())
+            lengths.append(labels.shape[1])
+        return np.asarray(scores, np.float64), lengths

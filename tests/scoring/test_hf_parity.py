@@ -79,18 +79,31 @@ def test_log_likelihoods_and_predictions_match_tzero_peer(scored, hf_dir, shared
     assert results["datasets"]["glue/mrpc"]["num_templates"] == 2
 
 
-def test_rerun_skips_finished_tasks(scored):
+def test_rerun_skips_finished_tasks(scored, monkeypatch):
+    """Killed while scoring the second task, then killed again between its rows and its
+    completion marker: each rerun redoes that task only, never trusting the rows alone."""
     cfg, results = scored
     out = pathlib.Path(cfg.output_dir)
-    kept_rows, kept_done = report.task_paths(out, TASKS[0])
-    redo_rows, redo_done = report.task_paths(out, TASKS[1])
+    kept_rows, kept_done = map(pathlib.Path, report.task_paths(out, TASKS[0]))
+    redo_rows, redo_done = map(pathlib.Path, report.task_paths(out, TASKS[1]))
     before = {p: p.stat().st_mtime_ns for p in (kept_rows, kept_done, redo_rows)}
     scores_before = (out / report.SCORES_FILE).read_text()
     redo_done.unlink()  # as if the run had been killed while scoring the second task
+
+    def killed(folder, name="COMPLETED", payload=None):
+        raise KeyboardInterrupt(f"killed before writing {name}")
+    monkeypatch.setattr(report.storage, "mark_complete", killed)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(cfg, ScoreData(cfg))
+    assert redo_rows.stat().st_mtime_ns != before[redo_rows] and not redo_done.exists()
+    assert report.finished_task(out, TASKS[1], json.loads(kept_done.read_text())[
+        "fingerprint"]) is None  # rows without a marker do not count
+    rewritten = redo_rows.stat().st_mtime_ns
+    monkeypatch.undo()
     again = runner.run(cfg, ScoreData(cfg))
     assert kept_rows.stat().st_mtime_ns == before[kept_rows]  # not scored again
     assert kept_done.stat().st_mtime_ns == before[kept_done]
-    assert redo_done.is_file() and redo_rows.stat().st_mtime_ns != before[redo_rows]
+    assert redo_done.is_file() and redo_rows.stat().st_mtime_ns != rewritten
     assert (out / report.SCORES_FILE).read_text() == scores_before
     assert again["tasks"][TASKS[0]]["accuracy"] == results["tasks"][TASKS[0]]["accuracy"]
     assert again["overall"] == results["overall"]

@@ -165,8 +165,8 @@ def test_sigkilled_training_resumes_to_bitwise_identical_params(tmp_path, shared
     assert killed_at <= resumed_from < TRAIN_STEPS
     # No replay: the restart's source continued after the batches saved with that checkpoint
     # (consumed + prefetched), and produced exactly the uninterrupted run's batches.
-    position = json.loads((checkpoints.input_state_directory(killed_dir, resumed_from) /
-                           "position.json").read_text())
+    position = json.loads(pathlib.Path(checkpoints.input_state_directory(
+        killed_dir, resumed_from), "position.json").read_text())
     produced, reference = _produced(tmp_path / "resumed_input"), _produced(
         tmp_path / "reference_input")
     assert min(produced) == resumed_from + position["pending"]

@@ -143,9 +143,9 @@ def test_resume_restores_the_input_state_without_replay(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "killed", 6, killed, step_callback=_kill_after_5)
     state_dir = checkpoints.input_state_directory(tmp_path / "killed", 4)
-    position = json.loads((state_dir / "position.json").read_text())
+    position = json.loads(pathlib.Path(state_dir, "position.json").read_text())
     assert position["batches_consumed"] == 4
-    saved_at = int((state_dir / "position.txt").read_text())
+    saved_at = int(pathlib.Path(state_dir, "position.txt").read_text())
     assert saved_at == 4 + position["pending"]  # read ahead = pending, saved with it
 
     resumed_source = StatefulSource()
