@@ -9,7 +9,7 @@ DEMO_OUT   ?= demo_out
 PAPER_OUT  ?= paper_out
 QUICK      ?=
 
-.PHONY: install test demo paper lint bench notebooks clean
+.PHONY: install test demo paper lint bench bench-gpu notebooks clean
 
 install: $(STAMP)
 
@@ -41,6 +41,12 @@ lint: install
 
 bench: install
 	$(PY) -m bench.run_all --out docs/benchmarks.md
+
+# One GPU: train-step MFU (small, base, xl) and bf16 scoring vs the t-zero loop, ≤ 8 min
+# (bench/gpu.py). No install step: any Python with JAX for CUDA, flax, optax, orbax, torch,
+# transformers and sentencepiece runs it from this directory (.venv's when there is one).
+bench-gpu:
+	$(if $(wildcard $(PY)),$(PY),python3) -m bench.gpu --out docs/benchmarks.md
 
 notebooks: install
 	$(XLA8) $(PY) -m pytest -q tests/test_notebooks.py

@@ -3,12 +3,12 @@
     python -m bench.input_cache --out bench_out            # full: every template, 4 datasets
     python -m bench.input_cache --out bench_out --quick    # glue/mrpc validation templates only
 
-Write: `t0_jax.data.cache_build.cache_tasks` (seqio's Beam pipeline, `t0-cache`) over every
-base template of the datasets below with the bench SentencePiece model, into a fresh folder
-per run, on Beam's DirectRunner: `multi_threading` with 1 and 2 worker threads (the default
-on small hosts; rendering in each thread), `in_memory` (1 worker, rendering in the render pool's
-processes) and `multi_processing` with 2 worker processes. examples/s = examples written / wall
-time of the whole run (pipeline start-up and worker imports included, as a user waits).
+Write: `t0_jax.data.cache_build.cache_tasks` (`t0-cache`: Beam work units that render,
+tokenize and write whole shards, `shard_writer`) over every base template of the datasets below
+with the bench SentencePiece model, into a fresh folder per run, on Beam's FnApiRunner:
+`multi_threading` with 1 and 2 worker threads, `in_memory` (1 worker) and `multi_processing`
+with 2 worker processes (the default on 2 cores). examples/s = examples written / wall time of
+the whole run (pipeline start-up and worker imports included, as a user waits).
 
 Read: the cache written last, as one mixture (rate 1 per task) through
 `pipeline.train_batches(use_cached=True)` at 1024/256, batch 32, packed: packed rows/s and
@@ -160,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def section(record: dict) -> list[str]:
     """Markdown for docs/benchmarks.md: Beam write throughput, then reading from the cache."""
     lines = ["## seqio caches: Beam write and cached read", "",
-             f"`t0-cache` (seqio's Beam pipeline) over {record['tasks']} tasks (every template "
-             f"of {', '.join(f'`{d}`' for d in record['datasets'])}) on Beam's DirectRunner; "
+             f"`t0-cache` (whole-shard Beam work units, seqio's format) over {record['tasks']} tasks (every template "
+             f"of {', '.join(f'`{d}`' for d in record['datasets'])}) on Beam's FnApiRunner; "
              "examples/s over the whole run, start-up included.", "",
              "| running mode | workers | examples | seconds | examples/s | × vs first row |",
              "|---|---|---|---|---|---|"]

@@ -28,6 +28,45 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(r) + " |" for r in rows] + [""])
 
 
+markdown_table = _table
+
+
+def section_lines(page: str, title: str) -> list[str] | None:
+    """The lines of `page`'s section whose heading is `title`, up to the next `## `."""
+    lines = page.splitlines()
+    if title not in lines:
+        return None
+    start = lines.index(title)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+               len(lines))
+    return lines[start:end]
+
+
+def with_section(page: str, title: str, section: list[str]) -> str:
+    """`page` with its `title` section replaced by `section` (inserted before `## Commands`,
+    or appended, when it has none); every other line is kept."""
+    lines = page.splitlines()
+    old = section_lines(page, title)
+    if old is not None:
+        start = lines.index(title)
+        lines[start:start + len(old)] = section
+    else:
+        at = lines.index("## Commands") if "## Commands" in lines else len(lines)
+        lines[at:at] = section
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def replace_section(path, title: str, section: list[str]) -> None:
+    """Rewrite one generated section of the page at `path` in place (a section produced
+    elsewhere, e.g. on a GPU machine, without re-rendering the CPU sections)."""
+    import pathlib  # noqa: PLC0415
+
+    page = pathlib.Path(path)
+    text = page.read_text() if page.is_file() else "# Benchmarks\n"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(with_section(text, title, section))
+
+
 def _machine_line(result: dict) -> str:
     m = result["machine"]
     return (f"_Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['ram_gib']} GiB RAM), "

@@ -75,6 +75,19 @@ def run_one(name: str, args: Sequence[str], out_dir: str) -> dict:
     return {"seconds": seconds, "returncode": done.returncode, "summary": summary}
 
 
+def _with_gpu_section(page: str, out: str, json_dir: str) -> str:
+    """The GPU section (`python -m bench.gpu`, run on another machine): from gpu.json when
+    there is one, else as the existing page has it, so a CPU rerun does not erase it."""
+    from bench import gpu  # noqa: PLC0415
+
+    record = records.read_json("gpu", json_dir)
+    if record is not None:
+        return report.with_section(page, gpu.SECTION_TITLE, gpu.section(record))
+    old = pathlib.Path(out)
+    kept = report.section_lines(old.read_text(), gpu.SECTION_TITLE) if old.is_file() else None
+    return report.with_section(page, gpu.SECTION_TITLE, kept) if kept else page
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="docs/benchmarks.md")
@@ -108,8 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands += ["python -m bench.plans                                   # TPU plans, ~1 h",
                  "python -m bench.scoring --device gpu --dtype bfloat16   # on a GPU",
                  "python -m bench.scoring_process --device gpu            # on a GPU",
-                 "python -m bench.training --device gpu                   # on a GPU"]
+                 "python -m bench.training --device gpu                   # on a GPU",
+                 "python -m bench.gpu                                     # both, on a GPU"]
     page = report.render(results, commands, notes)
+    page = _with_gpu_section(page, args.out, args.json_dir)
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(page)
     print(f"wrote {args.out} ({', '.join(results) or 'no results'})")

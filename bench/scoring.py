@@ -2,6 +2,7 @@
 
     python -m bench.scoring [--presets small,base] [--examples 64] [--templates 2]
                             [--device cpu|gpu] [--dtype float32|bfloat16] [--threads 2]
+                            [--synthetic]
 
 Both sides score identical weights and identical tokens:
   * weights: a random `transformers` T5ForConditionalGeneration of the preset's shape (HF's own
@@ -12,6 +13,8 @@ Both sides score identical weights and identical tokens:
   * ours: `t0_jax.scoring.scorer.Scorer.score` per task, as `runner._rank_task` calls it;
   * peers: bench/hf_peers.tzero_loop (t-zero's run_eval: batches of 8 in dataset order, input
     copied per choice) and sorted_loop (same, length-sorted batches).
+`--synthetic` replaces the mirror's prompts by random token ids of the same shape (no task
+layer, hence no TensorFlow: what `python -m bench.gpu` runs).
 Our first pass includes XLA compilation (one program per padded shape); it is reported apart
 from the steady-state pass. Predictions must agree on ≥ 99% of examples.
 """
@@ -239,6 +242,22 @@ def work_report(tasks: dict[str, list], config, options=None, batch_size: int = 
     return out
 
 
+def synthetic_tasks(n_tasks: int, examples: int, seed: int = 0,
+                    vocab: int = 32000) -> tuple[dict[str, list], dict, dict]:
+    """Like `load_tasks`, from random ids: inputs of 24-256 tokens (no EOS), 2-4 answer
+    choices of 1-6 tokens + EOS, as T0's held-out prompts are shaped; no vocabulary file."""
+    rng = np.random.default_rng(seed)
+    tasks = {}
+    for t in range(n_tasks):
+        tasks[f"synthetic_{t}"] = [
+            (rng.integers(3, vocab, rng.integers(24, 257)).tolist(),
+             [rng.integers(3, vocab, rng.integers(1, 7)).tolist() + [1]
+              for _ in range(rng.integers(2, 5))])
+            for _ in range(examples)]
+    flat = [e for v in tasks.values() for e in v]
+    return tasks, prompts.length_summary(flat), {"synthetic": True, "pieces": vocab, "lines": 0}
+
+
 def load_tasks(templates: int, examples: int) -> tuple[dict[str, list], dict, dict]:
     """({task: examples}, length statistics, vocabulary facts) from the real mirror."""
     vocab_path, vocab_meta = prompts.build_vocab()
@@ -287,13 +306,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--synthetic", action="store_true", help="random token ids shaped like "
+                        "prompts, --templates tasks of --examples each (no TensorFlow)")
     parser.add_argument("--out", default=str(records.OUT_DIR))
     args = parser.parse_args(argv)
     setup = _configure(args.device, args.threads)
     results = {}
     for preset in args.presets.split(","):
         n = args.examples if preset in ("tiny", "small") else (args.base_examples or args.examples)
-        tasks, lengths, vocab = load_tasks(args.templates, n)
+        if args.synthetic:
+            tasks, lengths, vocab = synthetic_tasks(args.templates, n)
+        else:
+            tasks, lengths, vocab = load_tasks(args.templates, n)
         results[preset] = run_preset(preset, tasks, args.device, args.dtype, args.repeats)
         results[preset]["data"] = lengths
         r = results[preset]

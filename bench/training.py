@@ -2,6 +2,7 @@
 
     python -m bench.training                          # CPU: ours vs HF + Adafactor, same batches
     python -m bench.training --device gpu [--presets small,base,large,xl] [--batch-size N]
+    python -m bench.training --device cpu --mfu --presets tiny --lengths 64,16   # the GPU path
 
 CPU: a reduced T5 v1.1 (the small preset with --layers layers per stack, 32,128 vocabulary) at
 256/64 tokens, batch 8, fp32, unpacked batches (HF T5 cannot pack). Both sides start from the
@@ -22,7 +23,9 @@ step for the small preset at 1024/256 packed, bf16 activations, batch `--memory-
 
 GPU: the presets at 1024/256 with packed synthetic batches (bf16 activations, fp32 parameters),
 tokens/s and MFU with the trainer's FLOP count (`t0_jax.train.metrics.flops_per_sequence`,
-REFERENCE.md §7); the batch halves on out-of-memory until it fits.
+REFERENCE.md §7); the batch is fixed per preset and halved once on out-of-memory (the row says
+which ran; a preset that fits neither is recorded as such and the others still run). `--mfu`
+runs this path on the CPU at toy sizes (`python -m bench.gpu --device cpu --quick`).
 """
 from __future__ import annotations
 
@@ -279,9 +282,15 @@ def _is_oom(error: Exception) -> bool:
     return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
 
 
+class DoesNotFitError(RuntimeError):
+    """The preset's step ran out of device memory at the fixed batch and at half of it."""
+
+
 def mfu_run(preset: str, batch: int, lengths=GPU_LENGTHS, steps: int = 10, warmup: int = 2,
-            dtype: str = "bfloat16", remat: str = "none", seed: int = 0) -> dict:
-    """Tokens/s and MFU of our step on packed batches; halves `batch` on out-of-memory."""
+            dtype: str = "bfloat16", remat: str = "none", seed: int = 0,
+            halvings: int = 1) -> dict:
+    """Tokens/s and MFU of our step on packed batches; halves `batch` on out-of-memory, at most
+    `halvings` times (DoesNotFitError after that)."""
     import jax  # noqa: PLC0415
 
     from t0_jax.model.config import get_config  # noqa: PLC0415
@@ -291,6 +300,7 @@ def mfu_run(preset: str, batch: int, lengths=GPU_LENGTHS, steps: int = 10, warmu
     config = get_config(preset, dtype=dtype, remat_policy=remat)
     model = EncoderDecoderModel(config)
     rng = np.random.default_rng(seed)
+    requested = batch
     while batch >= 1:
         try:
             batches = [packed_batch(rng, batch, *lengths, 32000) for _ in range(warmup + steps)]
@@ -298,8 +308,11 @@ def mfu_run(preset: str, batch: int, lengths=GPU_LENGTHS, steps: int = 10, warmu
             first_s, times, losses, state = time_ours(state, step, layout, batches, warmup)
             break
         except Exception as error:  # noqa: BLE001 - XLA raises a generic runtime error on OOM
-            if not _is_oom(error) or batch == 1:
+            if not _is_oom(error):
                 raise
+            if batch == 1 or requested // batch >= 2**halvings:
+                raise DoesNotFitError(f"{preset}: out of device memory at batch {requested}"
+                                      f"{f' and {batch}' if batch != requested else ''}") from error
             records.log(f"{preset}: batch {batch} does not fit; trying {batch // 2}")
             batch //= 2
             jax.clear_caches()
@@ -307,7 +320,8 @@ def mfu_run(preset: str, batch: int, lengths=GPU_LENGTHS, steps: int = 10, warmu
     flops = batch * metrics.flops_per_sequence(model.abstract_params(), config, *lengths)
     peak = metrics.peak_flops_per_device()
     stats = jax.devices()[0].memory_stats() or {}
-    return {"preset": preset, "batch": batch, "lengths": list(lengths), "dtype": dtype,
+    return {"preset": preset, "batch": batch, "requested_batch": requested,
+            "halved": batch != requested, "lengths": list(lengths), "dtype": dtype,
             "remat": remat, "num_params": config.num_params(),
             "step_s": seconds / steps, "compile_s": first_s,
             "tokens_per_s": sum(tokens(b) for b in batches[warmup:]) / seconds,
@@ -362,13 +376,47 @@ def section(record: dict) -> list[str]:
     if "memory" in record:
         out += _memory_lines(record["memory"], record.get("memory_cpu_options"))
     for preset, g in (record.get("gpu") or {}).items():
+        if "error" in g:
+            out += [f"- {record.get('jax_device')} {preset}: {g['error']}"]
+            continue
         mfu = "n/a" if g["mfu"] is None else f"{g['mfu']:.3f}"
-        out += [f"- GPU {preset}: batch {g['batch']}, {g['tokens_per_s']:.0f} tokens/s, "
-                f"{g['tflops_per_s']:.1f} TFLOP/s, MFU {mfu} ({record.get('jax_device')})"]
+        halved = f" (halved: out of memory at {g['requested_batch']})" if g.get("halved") else ""
+        out += [f"- {record.get('jax_device')} {preset}: batch {g['batch']}{halved}, "
+                f"{g['tokens_per_s']:.0f} tokens/s, {g['tflops_per_s']:.1f} TFLOP/s, MFU {mfu}"]
     if not record.get("gpu"):
         out += ["GPU (bf16, 1024/256 packed, MFU): none in this run; "
                 "`python -m bench.training --device gpu` on one."]
     return out + [""]
+
+
+def _torch_threads(args) -> int:
+    import torch  # noqa: PLC0415 - the PyTorch peer of the CPU comparison only
+
+    torch.set_num_threads(args.threads)
+    return torch.get_num_threads()
+
+
+def mfu_presets(args) -> dict:
+    """{preset: mfu_run row, or {"error": why} when it fits at neither batch}."""
+    import jax  # noqa: PLC0415
+
+    lengths = tuple(int(n) for n in args.lengths.split(","))
+    rows = {}
+    for preset in args.presets.split(","):
+        batch = args.batch_size or GPU_BATCH[preset]
+        try:
+            r = mfu_run(preset, batch, lengths, steps=args.steps, remat=args.remat)
+        except DoesNotFitError as e:
+            rows[preset] = {"preset": preset, "requested_batch": batch, "error": str(e)}
+            print(f"{args.device.upper()} {preset}: {e}")
+            jax.clear_caches()
+            continue
+        rows[preset] = r
+        print(f"{args.device.upper()} {preset} batch {r['batch']} (asked {batch}): "
+              f"{r['tokens_per_s']:.0f} tok/s, MFU "
+              f"{r['mfu'] if r['mfu'] is None else round(r['mfu'], 3)}")
+        jax.clear_caches()
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,6 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="GPU batch (per preset "
                         f"default {GPU_BATCH})")
     parser.add_argument("--remat", default="none", help="GPU remat policy")
+    parser.add_argument("--mfu", action="store_true", help="the GPU path (packed, bf16, MFU) "
+                        "on --device; implied by --device gpu")
+    parser.add_argument("--lengths", default=",".join(map(str, GPU_LENGTHS)),
+                        help="MFU path: input,target lengths")
     parser.add_argument("--layers", type=int, default=4, help="CPU: layers per stack")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -386,12 +438,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(records.OUT_DIR))
     args = parser.parse_args(argv)
     import jax  # noqa: PLC0415
-    import torch  # noqa: PLC0415
 
-    torch.set_num_threads(args.threads)
-    out: dict = {"device": args.device, "torch_threads": torch.get_num_threads()}
+    mfu = args.mfu or args.device == "gpu"
+    out: dict = {"device": args.device, "torch_threads": None if mfu else _torch_threads(args)}
     if args.device == "cpu":
         jax.config.update("jax_platforms", "cpu")
+    elif jax.default_backend() != "gpu":
+        print(f"bench.training: --device gpu, but JAX sees no GPU (backend "
+              f"{jax.default_backend()!r}); install jax[cuda] on a machine with one.",
+              file=sys.stderr)
+        return 3
+    if not mfu:
         r = compare_cpu(layers=args.layers, steps=args.steps)
         out["cpu"] = r
         print(f"CPU small({args.layers}+{args.layers} layers) {r['lengths']} batch {r['batch']}: "
@@ -406,13 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"the CPU options (per-row bias before: "
                   f"{BEFORE_BIAS_CHANGE['temp_bytes'] / 2**30:.2f} GiB at batch 8)")
     else:
-        out["gpu"] = {}
-        for preset in args.presets.split(","):
-            r = mfu_run(preset, args.batch_size or GPU_BATCH[preset], steps=args.steps,
-                        remat=args.remat)
-            out["gpu"][preset] = r
-            print(f"GPU {preset} batch {r['batch']}: {r['tokens_per_s']:.0f} tok/s, "
-                  f"MFU {r['mfu'] if r['mfu'] is None else round(r['mfu'], 3)}")
+        out["gpu"] = mfu_presets(args)
     out["jax_device"] = records.accelerator()
     out["machine"] = records.machine()
     print(f"wrote {records.write_json('training', out, args.out)}")

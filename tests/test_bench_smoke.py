@@ -97,3 +97,44 @@ def test_report_renders_measured_training(training_result):
     assert "## Training step" in page and "GPU (bf16, 1024/256 packed, MFU): none" in page
     assert f"{training_result['speedup']:,.2f}×" in page
     assert "## Scoring" in page and "_not run in this session_" in page
+
+
+def test_gpu_command_quick_mode_runs_without_tensorflow_seqio_gin(tmp_path):
+    """`python -m bench.gpu --device cpu --quick` (what CI can run of `make bench-gpu`): both
+    parts measure for real at toy sizes, the page's GPU section is rewritten in place, and
+    no interpreter of the run (the command's, each part's) imported TensorFlow, seqio or gin."""
+    import subprocess
+    import sys
+
+    from bench import gpu, report
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\n## Training step\n\nkept\n\n## Commands\n\n```\nx\n```\n")
+    code = ("import json, sys\nfrom bench import gpu\n"
+            f"rc = gpu.main(['--device', 'cpu', '--quick', '--out', {str(page)!r}, "
+            f"'--json-dir', {str(tmp_path / 'json')!r}])\n"
+            "print(json.dumps(sorted(m for m in ('tensorflow', 'seqio', 'gin') "
+            "if m in sys.modules)))\nsys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, cwd=gpu.pathlib.Path(gpu.__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    record = json.loads((tmp_path / "json" / "gpu.json").read_text())
+    assert record["heavy_modules"] == {"bench.gpu": [], "training": [], "scoring": []}
+    train = record["parts"]["training"]["result"]["gpu"]["tiny"]
+    assert (train["batch"], train["requested_batch"], train["halved"]) == (4, 4, False)
+    assert train["lengths"] == [64, 16] and train["dtype"] == "bfloat16"
+    assert 0 < train["tokens_per_s"] <= train["padded_tokens_per_s"]
+    assert math.isfinite(train["final_loss"]) and train["tflops_per_s"] > 0
+    score = record["parts"]["scoring"]["result"]["presets"]["tiny"]
+    assert score["examples"] == 12 and score["agreement"] == 1.0
+    assert score["max_abs_delta_loglik"] < 1e-3 and score["vs_tzero"] > 0
+    text = page.read_text()
+    section = report.section_lines(text, gpu.SECTION_TITLE)
+    assert section and "Quick mode on the CPU" in "\n".join(section)
+    assert f"| tiny | 1 M | 4 | {train['tokens_per_s']:,.0f} |" in text
+    assert "## Training step\n\nkept" in text and text.index(gpu.SECTION_TITLE) < text.index(
+        "## Commands")
+    # a second render replaces the section instead of adding one
+    again = report.with_section(text, gpu.SECTION_TITLE, [gpu.SECTION_TITLE, "", "new", ""])
+    assert again.count(gpu.SECTION_TITLE) == 1 and "new" in again and "kept" in again

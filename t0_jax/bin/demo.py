@@ -94,7 +94,7 @@ def _synthetic_run(cfg: DemoConfig) -> dict:
     settings = experiments.Settings(out_dir=str(out), pretrain_steps=cfg.pretrain_steps,
                                     finetune_steps=cfg.finetune_steps,
                                     max_eval_examples=cfg.max_eval_examples,
-                                    vocab_size=cfg.vocab_size)
+                                    vocab_size=cfg.vocab_size, progress=cfg.progress)
     stage = _Stages(6)
     experiments.enable_compilation_cache()
     with stage(f"world: {len(synthetic.FAMILIES)} task families, a {plan.corpus_documents}-"

@@ -362,4 +362,5 @@ def _write_shards(shards, dst: str, show_progress: bool) -> None:
     bar.close()
     if len(shards) > 1:
         index = {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
-        storage.write_text(os.path.join(dst, SAFETENSORS_INDEX), json.dumps(index, indent=2) + "\n")
+        storage.write_text(os.path.join(dst, SAFETENSORS_INDEX),
+                           json.dumps(index, indent=2) + "\n")

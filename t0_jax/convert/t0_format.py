@@ -86,7 +86,8 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         **{CONFIG_ITEM: ocp.args.JsonRestore()}))[CONFIG_ITEM]
     if not isinstance(meta, dict) or "config" not in meta:
         raise layout.CheckpointFormatError(
-            f"{storage.join(path, CONFIG_ITEM)} holds {meta!r}, not a JSON object with a 'config' key "
+            f"{storage.join(path, CONFIG_ITEM)} holds {meta!r}, not a JSON object with a "
+            "'config' key "
             "(T5Config.to_dict()); the trainer must save it with ocp.args.JsonSave.")
     return meta
 

@@ -53,7 +53,7 @@ from t0_jax.storage.objects import (  # noqa: E402
 
 __all__ = [
     "absolute", "basename", "copy", "copytree", "create_exclusive", "dirname", "exists", "glob",
-    "is_complete", "is_remote", "isdir", "isfile", "join", "listdir", "local_copy", "makedirs", "mark_complete", "open",
-    "read_bytes", "read_marker", "read_text", "remove", "rmtree", "scheme", "size",
+    "is_complete", "is_remote", "isdir", "isfile", "join", "listdir", "local_copy", "makedirs",
+    "mark_complete", "open", "read_bytes", "read_marker", "read_text", "remove", "rmtree", "scheme", "size",
     "write_bytes", "write_text",
 ]

@@ -75,7 +75,7 @@ def test_trainer_checkpoint_manager_steps_load(params, tmp_path):
                 params=ocp.args.StandardSave(scanned),
                 model_config=ocp.args.JsonSave(t0_format.config_json(config, step, None)),
                 opt_state=ocp.args.StandardSave({"count": np.int32(step)})))
-    assert auto.resolve(tmp_path / "run") == ("t0_jax", tmp_path / "run" / "20")
+    assert auto.resolve(tmp_path / "run") == ("t0_jax", str(tmp_path / "run" / "20"))
     loaded = auto.load_checkpoint(tmp_path / "run")
     assert loaded.step == 20 and loaded.config == config
     _assert_equal_trees(loaded.params, jax.tree.map(np.asarray, scanned))

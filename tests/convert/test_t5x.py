@@ -110,7 +110,7 @@ def test_tensorstore_form_equals_msgpack_form(t5x_fixture, fixture_state, tmp_pa
     assert_same_arrays(layout.flatten(from_ts.opt_state["param_states"]),
                        layout.flatten(from_msgpack.opt_state["param_states"]))
     # a T5X model directory resolves to its latest checkpoint_<step>
-    assert auto.resolve(tmp_path) == ("t5x", tmp_path / "checkpoint_0")
+    assert auto.resolve(tmp_path) == ("t5x", str(tmp_path / "checkpoint_0"))
 
 
 def test_scanned_t5x_layers_are_split_per_layer(fixture_state, fixture_params, tmp_path):

@@ -64,9 +64,10 @@ def test_task_splits_every_document_into_prefix_and_continuation(corpus_task):
     rebuilt, k_over_l = [], []
     for ex in examples:
         assert ex["targets"][-1] == 1 and 1 not in ex["targets"][:-1]  # EOS after the targets
-        assert 1 <= len(ex["inputs"]) <= 15  # k in [1, L-1] with L <= 16 (no EOS on inputs)
         segment = ex["inputs"].tolist() + ex["targets"][:-1].tolist()
-        assert len(segment) <= 16
+        assert len(segment) <= 16  # the inputs length (no EOS on inputs)
+        k = len(ex["inputs"])  # t5: k in [min(1, L-1), L-1]; a 1-token segment is all target
+        assert 1 <= k <= len(segment) - 1 or (len(segment) == 1 and k == 0)
         rebuilt.extend(segment)
         k_over_l.append(len(ex["inputs"]) / len(segment))
     documents = corpus.read_corpus(data_dir)
