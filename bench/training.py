@@ -315,6 +315,7 @@ def mfu_run(preset: str, batch: int, lengths=GPU_LENGTHS, steps: int = 10, warmu
                                       f"{f' and {batch}' if batch != requested else ''}") from error
             records.log(f"{preset}: batch {batch} does not fit; trying {batch // 2}")
             batch //= 2
+            state = step = layout = batches = None  # free the failed attempt's device buffers
             jax.clear_caches()
     seconds = float(np.sum(times))
     flops = batch * metrics.flops_per_sequence(model.abstract_params(), config, *lengths)

@@ -15,6 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # No test reaches the Hugging Face Hub: the sources' Hub fallback (tasks/hub_sources.yaml) fails
 # fast instead of waiting on the network; tests/data/offline_hub.py fills a cache where needed.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# gcsfs reads this once, when first imported: if any test touches gs:// before the GCS emulator's
+# settings are applied, the later emulator tests would each wait out 60 s gRPC bucket-type probes.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import pytest  # noqa: E402
 

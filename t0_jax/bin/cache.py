@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_input_shards", type=int, default=None,
                         help="unused (kept for old scripts): the work units are the shards")
     parser.add_argument("--tasks_per_pipeline", type=int, default=None,
-                        help="tasks per Beam pipeline (default 32): bounds memory and the "
+                        help="tasks per Beam pipeline (default 64): bounds memory and the "
                              "work a failure loses")
     parser.add_argument("--module_import", action="append", default=[],
                         help="a module that registers more tasks (repeatable)")

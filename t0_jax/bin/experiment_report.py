@@ -133,9 +133,10 @@ def prompt_ablation(stats: dict, families: Sequence[str],
         rows = {c: stats[c][f] for c in order if c in stats}
         medians = [r["median_mean"] for r in rows.values()]
         iqrs = [r["iqr_mean"] for r in rows.values()]
+        both = len(rows) >= 2  # None: the first and last condition were not both run
         out[f] = {"conditions": rows,
-                  "median_rises_p1_to_all": medians[-1] > medians[0],
-                  "spread_narrows_p1_to_all": iqrs[-1] < iqrs[0]}
+                  "median_rises_p1_to_all": medians[-1] > medians[0] if both else None,
+                  "spread_narrows_p1_to_all": iqrs[-1] < iqrs[0] if both else None}
     return out
 
 
@@ -204,6 +205,8 @@ def draw_figures(report: dict, out: pathlib.Path) -> dict:
                "fig7_datasets.png": [(f"d={d}", names) for d, names in d_names.items()]}
     paths = {}
     for file, groups in figures.items():
+        if len(groups) < 2:  # e.g. make demo: T5+LM vs T0 only
+            continue
         fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.6),
                                  squeeze=False)
         for ax, family in zip(axes[0], families):

@@ -204,8 +204,9 @@ def score(checkpoint: pathlib.Path, output_dir: pathlib.Path, world: World,
     from t0_jax.bin import score as score_main  # noqa: PLC0415
     from t0_jax.data import synthetic  # noqa: PLC0415
 
-    done = output_dir / "results.json"
-    if done.is_file() and (output_dir / "scores.jsonl").is_file():
+    done, config = output_dir / "results.json", output_dir / "config.gin"
+    if done.is_file() and config.is_file() and f"'{checkpoint}'" in config.read_text(
+            encoding="utf-8"):  # this checkpoint's scores are there already
         return json.loads(done.read_text(encoding="utf-8"))
     mixture = mixture or synthetic.KIND_MIXTURES["held_out"]
     argv = ["--gin_file=runs/score.gin", f"--gin.CHECKPOINT_PATH={checkpoint}",
@@ -290,7 +291,7 @@ def run_experiments(settings: Settings, plan: Optional[Plan] = None) -> dict:
             score(step_dir, score_dir(out, cond.name, seed), world, settings.max_eval_examples)
             runs.append({"condition": cond.name, "seed": seed, "checkpoint": str(step_dir)})
     _stage(start, "report")
-    meta = {"command": " ".join(["t0-experiments"] + sys.argv[1:]) if sys.argv else "",
+    meta = {"command": command_line(settings),
             "settings": dataclasses.asdict(settings), "plan": dataclasses.asdict(plan),
             "seeds": list(seeds), "t5_lm_checkpoint": str(t5_lm), "runs": runs,
             "mixtures": {c.name: sorted(world.mixtures[c.mixture]) for c in conds},
@@ -301,6 +302,19 @@ def run_experiments(settings: Settings, plan: Optional[Plan] = None) -> dict:
     print(experiment_report.summary_text(report), flush=True)
     print(f"\nreport: {out / 'report.md'}\nnumbers: {out / 'report.json'}", flush=True)
     return report
+
+
+def command_line(settings: Settings) -> str:
+    """The t0-experiments command that `settings` stands for (recorded in the report)."""
+    words = ["t0-experiments", f"--out_dir={settings.out_dir}"] + (
+        ["--quick"] if settings.quick else [])
+    defaults = quick_settings() if settings.quick else Settings()
+    for field in ("pretrain_steps", "finetune_steps", "max_eval_examples", "seeds", "only"):
+        value = getattr(settings, field)
+        if value != getattr(defaults, field):
+            words.append(f"--{field}=" + (",".join(map(str, value))
+                                          if isinstance(value, tuple) else str(value)))
+    return " ".join(words)
 
 
 def _stage(start: float, title: str) -> None:

@@ -83,6 +83,12 @@ def make_pipeline(choice: RunnerChoice):
     options = PipelineOptions(list(choice.options))
     if choice.mode is None:
         return beam.Pipeline(options=options)
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-    return beam.Pipeline(runner=FnApiRunner(), options=options)
+    # as the DirectRunner builds it: without provision info, worker processes get no options
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    info = fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=info), options=options)

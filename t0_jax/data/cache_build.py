@@ -39,7 +39,7 @@ from t0_jax.data import (beam_runners, cache_counts, caches, registry, shard_wri
 
 log = logging.getLogger(__name__)
 DEFAULT_MIN_SHARDS = 64  # seqio's default: enough files for per-host sharding and shuffling
-DEFAULT_TASKS_PER_PIPELINE = 32
+DEFAULT_TASKS_PER_PIPELINE = 64
 WORK_DIR = ".t0-cache-tmp"  # hidden: `caches.use_cache_dirs` ignores dot folders
 default_pipeline_options = beam_runners.default_pipeline_options
 

@@ -87,9 +87,11 @@ def serialize_example(values: Mapping[str, object]) -> bytes:
         elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
             feature.float_list.SetInParent()
             feature.float_list.value.extend(value.ravel().tolist())
-        else:  # bool, int, integer arrays (bool is stored as int64, as seqio does)
+        elif isinstance(value, np.ndarray):  # integer or bool arrays (bool stored as 0/1)
             feature.int64_list.SetInParent()
-            feature.int64_list.value.extend(np.asarray(value, np.int64).ravel().tolist())
+            feature.int64_list.value.extend(value.ravel().astype(np.int64, copy=False).tolist())
+        else:  # bool, int scalars
+            feature.int64_list.value.append(int(value))
     return example.SerializeToString()
 
 

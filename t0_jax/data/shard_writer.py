@@ -103,9 +103,10 @@ class Tokenizer:
             self._processor = sentencepiece.SentencePieceProcessor(model_proto=self.model_proto)
         return self._processor.encode(texts, num_threads=1)
 
-    def valid(self, ids: list) -> int:
+    def valid(self, ids: np.ndarray) -> int:
         """Tokens seqio's stats count: all but EOS and padding."""
-        return len(ids) - sum(ids.count(i) for i in {self.eos_id, self.pad_id} if i is not None)
+        return len(ids) - sum(int(np.count_nonzero(ids == i))
+                              for i in {self.eos_id, self.pad_id} if i is not None)
 
     def __getstate__(self):
         return {**self.__dict__, "_processor": None}
@@ -194,7 +195,7 @@ def _tally(summary: ShardSummary, row: dict, tokenizer: Tokenizer) -> None:
     if summary.features is None:
         summary.features = feature_info(row)
     for key in ("inputs", "targets"):
-        valid = tokenizer.valid(row[key].tolist())
+        valid = tokenizer.valid(row[key])
         summary.tokens[key] = summary.tokens.get(key, 0) + valid
         summary.max_tokens[key] = max(summary.max_tokens.get(key, 0), valid)
 
