@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from t0_jax.bin import demo, experiment_report, experiments
+from t0_jax.bin import demo, experiments
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def test_01_prompts_and_tasks(tmp_path):
     assert "super_glue/rte has 10 promptsource templates" in text
     assert "t0_train: 313 tasks, total rate 17,277,798" in text  # REFERENCE.md §4
     assert re.search(r"cnn_dailymail/3\.0\.0\s+15\.\d%", text)  # largest share
-    assert "synth_train: 16 tasks (seen templates only)" in text
+    assert "synth_train: 24 tasks (seen templates only)" in text  # 6 trained templates x 4
     assert "(1 = EOS)" in text and "<image/png>" in text
 
 

@@ -199,7 +199,7 @@ def draw_figures(report: dict, out: pathlib.Path) -> dict:
     families = list(report["families"])
     d_names = {d: v["conditions"] for d, v in
                (report["fig7_datasets"][families[0]].items() if families else ())}
-    figures = {"fig4_t5lm_vs_t0.png": [(BASELINE, [BASELINE]), ("T0 (p_all)", [T0])],
+    figures = {"fig4_t5lm_vs_t0.png": [("T5+LM", [BASELINE]), ("T0 (p_all)", [T0])],
                "fig6_prompts.png": [(c, [c]) for c in ("p1", "p_og", "p_all")
                                     if c in report["runs"]],
                "fig7_datasets.png": [(f"d={d}", names) for d, names in d_names.items()]}

@@ -366,8 +366,9 @@ def test_cache_train_kill_resume_score_all_on_gs(gcs_bucket, processes, shared_d
         print("older finalized steps left:", {s: [o for o in objects if o.startswith(
             f"{model_dir}/{s}/") or f"/input_state/{s}/" in o] for s in kept[:-3]})
     for step in newest:  # each of them has both hosts' input state
-        hosts = {o.split("/")[-2] for o in objects
-                 if o.startswith(f"{model_dir}/input_state/{step}/")}
+        prefix = f"{model_dir}/input_state/{step}/"
+        hosts = {o[len(prefix):].split("/")[0] for o in objects
+                 if o.startswith(prefix) and "/" in o[len(prefix):]}
         assert hosts == {f"host_{h}-of-{HOSTS}" for h in range(HOSTS)}, (step, hosts)
         assert {f"{model_dir}/input_state/{step}/{h}/position.json" for h in hosts} <= set(
             objects)
