@@ -290,12 +290,23 @@ def section(record: dict) -> list[str]:
               f"Counts: {check['tasks']} tasks, {check['records']:,} records of the largest run "
               f"checked against promptsource's own rendering: {len(check['mismatches'])} "
               f"mismatches ({'**pass**' if not check['mismatches'] else '**FAIL**'}).", "",
-              "Where the time goes (cProfile of `shard_writer.write_shard` in one process): "
-              "SentencePiece ~45 %, jinja rendering ~28 %, protobuf Example building ~6 %, "
-              "JSON parsing of the source lines ~5 %, the rest file I/O and bookkeeping; per "
-              "run add the launcher's start-up (TensorFlow, seqio, the registry: ~10 s of CPU) "
-              "and each pipeline's two worker start-ups (Beam, SentencePiece, jinja: ~2 s of "
-              "CPU each).", ""]
+              "Where the time goes (profiles on the same machine): a shard writer in one "
+              "process handles ~0.5× the examples per CPU-second of render+tokenize alone "
+              "(SentencePiece and jinja are ~70 % of its time; the rest is building the "
+              "Example protos, stats, JSON parsing of the source lines, and creating one file "
+              "per shard: 64 shards of a 1,000-example task hold ~16 examples each, ~2 ms per "
+              "file create here); Beam's own per-unit cost is small. Per run add the "
+              "launcher's start-up (TensorFlow, seqio, the registry: ~7-10 s of CPU), Beam "
+              "pickling the pipeline (bz2, ~3 s) and each pipeline's two worker start-ups "
+              "(~2 s of CPU each). With two worker processes the wall rate then depends on "
+              "how much of the two cores the run gets: the load column is ~6-8 runnable "
+              "processes per core from other jobs on this shared machine.", ""]
+    m = record.get("machine")
+    if m:
+        lines.insert(2, f"_Measured {m['date']} on {m['cpu']} ({m['cores']} cores, "
+                        f"{m['ram_gib']} GiB), load average {m['load_avg_1m']} (1 min) at the "
+                        "end; the machine was shared with other jobs throughout._")
+        lines.insert(3, "")
     if record.get("quick"):
         lines.insert(2, "_Quick mode: toy sizes, the figures are not meaningful._")
     return lines

@@ -14,7 +14,10 @@ decay_rate=-0.8)`. Both minimise mean token cross-entropy (ours: summed loss / r
 tokens, z-loss 0 so the losses are comparable), so their first-step losses must match.
 Besides wall time, each side's process CPU time per step is recorded: on a shared machine it
 tracks the work done, where wall time tracks the neighbours (torch's OpenMP threads also spin
-while they wait, which CPU time counts).
+while they wait, which CPU time counts: on a loaded machine that inflates the peer's CPU time).
+`--single-core` pins the process to one core before JAX and torch start (XLA sizes its thread
+pool from the affinity; torch gets 1 thread): no thread waits for another, so CPU time is each
+side's single-threaded work, whatever the neighbours do.
 
 Step memory (CPU, compiled ahead of time, never run): XLA's memory analysis of the real train
 step for the small preset at 1024/256 packed, bf16 activations, batch `--memory-batch`. The
@@ -30,6 +33,7 @@ runs this path on the CPU at toy sizes (`python -m bench.gpu --device cpu --quic
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -343,7 +347,9 @@ def _cpu_lines(r: dict, c: dict) -> list[str]:
             f"({c['num_params'] / 1e6:.0f} M params), {c['lengths'][0]}/{c['lengths'][1]} tokens, "
             f"batch {c['batch']}, fp32, {c['steps']} timed steps after 1 warm-up, both sides in "
             f"one run; PyTorch peer: `T5ForConditionalGeneration` + `transformers` Adafactor "
-            f"(torch threads {r['torch_threads']}). Load average while measuring: "
+            f"(torch threads {r['torch_threads']}"
+            f"{'; both sides pinned to one core' if r.get('single_core') else ''}). "
+            "Load average while measuring: "
             f"{c.get('load_avg_1m', 'n/a')} (wall time follows the neighbours on a shared "
             "machine; process CPU time follows the work).", "",
             "|  | ours (JAX, T5X Adafactor) | HF PyTorch + Adafactor |", "|---|---|---|",
@@ -434,14 +440,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=4, help="CPU: layers per stack")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--single-core", action="store_true", help="CPU: pin to one core, one "
+                        "thread each side (CPU time = single-threaded work; see the docstring)")
     parser.add_argument("--memory-batch", type=int, default=8, help="CPU: batch of the "
                         "compiled small 1024/256 step whose memory is analysed (0: skip)")
     parser.add_argument("--out", default=str(records.OUT_DIR))
     args = parser.parse_args(argv)
+    if args.single_core:  # before jax and torch create their thread pools
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        args.threads = 1
     import jax  # noqa: PLC0415
 
     mfu = args.mfu or args.device == "gpu"
-    out: dict = {"device": args.device, "torch_threads": None if mfu else _torch_threads(args)}
+    out: dict = {"device": args.device, "torch_threads": None if mfu else _torch_threads(args),
+                 "single_core": args.single_core}
     if args.device == "cpu":
         jax.config.update("jax_platforms", "cpu")
     elif jax.default_backend() != "gpu":

@@ -15,13 +15,7 @@ and a grace period. `StopWatch` turns it into "finish the current step, save, ex
 The run then raises `Preempted` (exit code `EXIT_PREEMPTED` from t0-train) naming the step and
 its checkpoint; rerunning the same command resumes from it exactly.
 
-One trainer per MODEL_DIR. `RunLock` creates MODEL_DIR/LOCK_FILE exclusively with the holder's
-pid and host (`storage.create_exclusive`: O_EXCL on a disk, a create-if-absent precondition on
-GCS/S3, so two hosts racing for a bucket path get one winner); a second trainer refuses to start
-and names the first. A LOCAL lock whose pid no longer runs on this host is stale and taken over.
-A lock on object storage is never taken over (the hosts that share a bucket share no process
-table, and host names repeat across containers): the message names the object and the command
-that deletes it once that trainer is gone. Multi-host, process 0 holds it.
+One trainer per MODEL_DIR: `run_lock.RunLock` (a lock object with a heartbeat; re-exported here).
 
 Failed checkpoint writes (disk full, permission or read-only file system mid-run): Orbax writes
 a step into a temporary directory and renames it only when complete, so the previous step stays
@@ -30,20 +24,17 @@ intact; `CheckpointWriteError` says which one that is and what to fix.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import signal
-import socket
 import threading
-import time
 from typing import Optional
 
 import jax
 import numpy as np
 
 from t0_jax import storage
+from t0_jax.train.run_lock import (  # noqa: F401 - re-exported: callers import them from here
+    DEFAULT_LEASE_S, LOCK_FILE, RunLock, RunLockedError)
 
-LOCK_FILE = ".t0-train.lock"
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: what schedulers expect of a job stopped by SIGTERM
 
 
@@ -57,10 +48,6 @@ class Preempted(Exception):
         where = (f"checkpoint {checkpoint}" if checkpoint else "no checkpoint could be written")
         super().__init__(f"{signal_name} received: stopped at step {step} of {train_steps}; "
                          f"{where}. Rerun the same command to resume from it.")
-
-
-class RunLockedError(RuntimeError):
-    """Another trainer holds MODEL_DIR (a user error: exit 2)."""
 
 
 class CheckpointWriteError(OSError):
@@ -136,12 +123,12 @@ def _preemption_service():
     return state.preemption_sync_manager
 
 
-def start_run(model_dir) -> tuple["RunLock", StopWatch]:
+def start_run(model_dir, lock_lease_s: float = DEFAULT_LEASE_S) -> tuple[RunLock, StopWatch]:
     """Install the SIGTERM watch, then take MODEL_DIR's lock: once the lock file exists, a
     SIGTERM stops the run cleanly (after at least one step)."""
     watch = StopWatch().install()
     try:
-        return RunLock(model_dir).acquire(), watch
+        return RunLock(model_dir, lease_s=lock_lease_s).acquire(), watch
     except BaseException:
         watch.restore()
         raise
@@ -168,111 +155,6 @@ def stop_at(step: int, train_steps: int, ckpt, watch: StopWatch, save=None) -> N
         ckpt.wait()
     directory = storage.join(ckpt.directory, str(step))
     raise Preempted(step, train_steps, str(directory), watch.received or "a stop request")
-
-
-# ----------------------------------------------------------------------------- one trainer
-
-
-class RunLock:
-    """MODEL_DIR/LOCK_FILE held for the life of a run by process 0 (a context manager)."""
-
-    def __init__(self, model_dir: str | os.PathLike):
-        self.model_dir = storage.absolute(model_dir)
-        self.path = storage.join(self.model_dir, LOCK_FILE)
-        self.held = False
-
-    def acquire(self) -> "RunLock":
-        error = None
-        if jax.process_index() == 0:
-            try:
-                self._take()
-            except RunLockedError as e:
-                error = e
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils  # noqa: PLC0415
-
-            failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
-            if failed and error is None:
-                error = RunLockedError(f"{self.model_dir} is in use by another trainer "
-                                       "(process 0 could not take its lock).")
-        if error is not None:
-            raise error
-        return self
-
-    def _take(self) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-        for _ in range(3):
-            if storage.create_exclusive(self.path, json.dumps(me).encode()):
-                self.held = True
-                return
-            holder = self._holder()
-            if not _may_take_over(self.path, holder, me):
-                raise RunLockedError(_locked_message(self.path, self.model_dir, holder or {},
-                                                     me))
-            storage.remove(self.path)  # stale (its pid is gone) or unreadable: take it over
-        raise RunLockedError(f"could not take {self.path}: another trainer keeps recreating it.")
-
-    def _holder(self) -> Optional[dict]:
-        try:
-            holder = json.loads(storage.read_text(self.path))
-            return holder if isinstance(holder, dict) and "pid" in holder else None
-        except (OSError, ValueError):
-            return None
-
-    def release(self) -> None:
-        if self.held:
-            with contextlib.suppress(OSError):
-                storage.remove(self.path)
-            self.held = False
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _may_take_over(path: str, holder: Optional[dict], me: dict) -> bool:
-    """This very process holds it (an earlier call that did not release), or — for a local
-    lock only — its pid no longer runs on this host, or it cannot be read (a crash between
-    create and write). A remote lock is judged by nobody but a person (module docstring)."""
-    if holder is not None and holder.get("host") == me["host"] and int(holder["pid"]) == me["pid"]:
-        return True
-    if storage.is_remote(path):
-        return False
-    return holder is None or _stale(holder, me)
-
-
-def _stale(holder: dict, me: dict) -> bool:
-    """The holder is this very process or a pid that no longer runs on this host. A lock from
-    another host is never judged stale."""
-    if holder.get("host") != me["host"]:
-        return False
-    pid = int(holder["pid"])
-    if pid == me["pid"]:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # it runs, as another user
-    return False
-
-
-def _locked_message(path: str, model_dir: str, holder: dict, me: dict) -> str:
-    who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "an unknown holder"
-    since = f", started {holder['started']}" if holder.get("started") else ""
-    if storage.is_remote(path):
-        tail = ("stop it first, or use another MODEL_DIR. A lock on object storage is never "
-                "taken over automatically: if that trainer is gone (killed, its machine lost), "
-                f"delete the lock (`gcloud storage rm {path}`, or `gsutil rm`) and rerun")
-    elif holder.get("host") == me["host"]:
-        tail = "stop it first, or use another MODEL_DIR"
-    else:
-        tail = f"stop it first, or use another MODEL_DIR; if that trainer is gone, delete {path}"
-    return f"MODEL_DIR {model_dir} is in use by another trainer ({who}{since}); {tail}."
 
 
 # ----------------------------------------------------------------------------- failed writes

@@ -237,6 +237,7 @@ def train(*, model_dir: str, train_steps: int, task_feature_lengths: Mapping[str
           peak_flops_per_device: Optional[float] = None,
           device_memory_bytes: Optional[int] = None, progress_bar: bool = True,
           config_text: str = "", step_callback: Optional[StepCallback] = None,
+          lock_lease_seconds: float = preemption.DEFAULT_LEASE_S,
           dry_run: bool = False) -> Optional[TrainResult]:
     """Train (or fine-tune) until the absolute step `train_steps`; rerun to resume.
 
@@ -275,7 +276,7 @@ def train(*, model_dir: str, train_steps: int, task_feature_lengths: Mapping[str
     root = storage.absolute(model_dir)  # a string: local, or gs://... (never pathlib)
     storage.makedirs(root)
     # SIGTERM from here on: finish the step, save, stop; a second trainer on MODEL_DIR stops here
-    lock, watch = preemption.start_run(root)
+    lock, watch = preemption.start_run(root, lock_lease_seconds)
     host0, ckpt = jax.process_index() == 0, None
     try:
         if host0 and config_text:

@@ -52,6 +52,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 TASK, TWIN, SPLIT = "glue_mrpc_paraphrase", "glue_mrpc_paraphrase_score_eval", "validation"
 MIRROR_FILE = "glue/mrpc/validation.jsonl"  # 408 real examples, 2 answer choices each
 HOSTS, TRAIN_STEPS, PERIOD = 2, 10, 2
+SCORED = 16  # examples t0-score ranks (MAX_EXAMPLES)
 BEAM = ("--runner=DirectRunner,--direct_running_mode=multi_processing,"
         "--direct_num_workers=2")
 
@@ -391,17 +392,26 @@ def test_cache_train_kill_resume_score_all_on_gs(gcs_bucket, processes, shared_d
         "--gin_file=runs/score.gin", f"--gin.CHECKPOINT_PATH={final}",
         f"--gin.MIXTURE_OR_TASK_NAME='{TWIN}'", f"--gin.OUTPUT_DIR={out_dir}",
         f"--gin.DATA_DIR='{root}/mirror'", "--gin.USE_CACHED_TASKS=True",
-        f"--gin.CACHE_DIRS=['{cache}']", "--gin.MAX_EXAMPLES=64",
+        f"--gin.CACHE_DIRS=['{cache}']", f"--gin.MAX_EXAMPLES={SCORED}",
         "--gin_bindings=score_run.progress = False"])
     processes.finish("score", proc, 300)
     timings["score"] = time.monotonic() - start
     scored = gcs_bucket.list_objects(out_dir + "/")
     for name in ("scores.jsonl", "results.json", "config.gin"):
         assert f"{out_dir}/{name}" in scored, (name, scored)
-    rows = gcs_bucket.read_object(f"{out_dir}/scores.jsonl").decode().splitlines()
-    assert len(rows) == 64, len(rows)
+    rows = [json.loads(x) for x in
+            gcs_bucket.read_object(f"{out_dir}/scores.jsonl").decode().splitlines()]
+    assert {(r["example"], r["choice"]) for r in rows} == {
+        (e, c) for e in range(SCORED) for c in range(2)}  # one row per answer choice
+    assert all(r["task"] == TWIN and np.isfinite(r["log_likelihood"]) for r in rows)
     results = json.loads(gcs_bucket.read_object(f"{out_dir}/results.json"))
-    assert results["checkpoint"] == final and TWIN in json.dumps(results["tasks"])
+    assert results["checkpoint"] == final
+    best = {}  # example -> its highest-scoring row: rank classification
+    for r in rows:
+        if r["example"] not in best or r["log_likelihood"] > best[r["example"]]["log_likelihood"]:
+            best[r["example"]] = r
+    accuracy = sum(r["is_correct"] for r in best.values()) / SCORED
+    assert results["tasks"][TWIN]["accuracy"] == pytest.approx(accuracy), results["tasks"]
 
     # 4. nothing of the run on any process's local disk.
     assert _left_on_disk(processes.folders, inputs) == {}

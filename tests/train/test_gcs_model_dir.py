@@ -79,7 +79,7 @@ def test_model_dir_in_a_bucket_resumes_from_it(gcs, tmp_path, monkeypatch):
     ckpt.close()
 
 
-def test_run_lock_in_a_bucket_is_exclusive_and_never_taken_over(gcs):
+def test_run_lock_in_a_bucket_is_exclusive_and_taken_over_only_when_stale(gcs):
     root = gcs.root("lock")
     lock = preemption.RunLock(root).acquire()
     assert lock.held and json.loads(gcs.read_object(f"{root}/{preemption.LOCK_FILE}"))[
@@ -90,10 +90,21 @@ def test_run_lock_in_a_bucket_is_exclusive_and_never_taken_over(gcs):
     lock.release()
     assert f"{root}/{preemption.LOCK_FILE}" not in gcs.list_objects(root)
 
-    # a holder whose pid is gone on this host: stale locally, but not in a bucket
-    storage.write_text(storage.join(root, preemption.LOCK_FILE),
-                       json.dumps({"pid": 2 ** 22 + 1, "host": socket.gethostname()}))
-    with pytest.raises(preemption.RunLockedError) as refused:
-        preemption.RunLock(root).acquire()
-    assert f"gcloud storage rm {root}/{preemption.LOCK_FILE}" in str(refused.value)
-    assert json.loads(gcs.read_object(f"{root}/{preemption.LOCK_FILE}"))["pid"] == 2 ** 22 + 1
+    # a live holder elsewhere (its heartbeat moves) is never displaced
+    holder = preemption.RunLock(root, lease_s=2.0).acquire()
+    other = preemption.RunLock(root, lease_s=2.0, progress=lambda line: None)
+    other._me["host"] = "elsewhere"
+    with pytest.raises(preemption.RunLockedError, match="is alive"):
+        other.acquire()
+    holder._stop.set()  # SIGKILLed: the heartbeat stops, the object stays
+    holder._beat.join()
+    other.acquire()
+    assert json.loads(gcs.read_object(f"{root}/{preemption.LOCK_FILE}"))["host"] == "elsewhere"
+    other.release()
+
+    # a lock whose last beat is older than its lease is stale at once
+    storage.write_text(storage.join(root, preemption.LOCK_FILE), json.dumps(
+        {"pid": 2 ** 22 + 1, "host": "gone", "heartbeat": 1.0, "lease_s": 60}))
+    taker = preemption.RunLock(root).acquire()
+    assert json.loads(gcs.read_object(f"{root}/{preemption.LOCK_FILE}"))["pid"] == os.getpid()
+    taker.release()

@@ -118,11 +118,20 @@ def test_second_trainer_on_one_model_dir_refuses(tmp_path):
     assert result.step == 2 and not lock.exists()
 
 
-def test_lock_from_another_host_is_never_stale(tmp_path):
-    lock = tmp_path / preemption.LOCK_FILE
-    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere-" + socket.gethostname()}))
-    with pytest.raises(preemption.RunLockedError, match=f"delete {lock}"):
-        preemption.RunLock(tmp_path).acquire()
+def test_lock_from_another_host_is_taken_over_only_when_its_heartbeat_stops(tmp_path):
+    holder = preemption.RunLock(tmp_path, lease_s=0.8).acquire()  # beats every 0.2 s
+    other = preemption.RunLock(tmp_path, lease_s=0.8, progress=lambda line: None)
+    other._me["host"] = "elsewhere-" + socket.gethostname()  # no shared process table
+    with pytest.raises(preemption.RunLockedError, match="heartbeat .* is alive"):
+        other.acquire()
+    assert json.loads((tmp_path / preemption.LOCK_FILE).read_text())["pid"] == os.getpid()
+    holder._stop.set()  # the holder dies without releasing (SIGKILL, a lost machine)
+    holder._beat.join()
+    other.acquire()  # after one lease without a beat
+    assert other.held and json.loads((tmp_path / preemption.LOCK_FILE).read_text())[
+        "host"].startswith("elsewhere-")
+    other.release()
+    assert not (tmp_path / preemption.LOCK_FILE).exists()
 
 
 def test_sigterm_to_the_console_script_stops_after_one_step_and_resumes_bitwise(
