@@ -158,6 +158,7 @@ def write_bytes(path: PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a written file reads like any other
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

@@ -67,3 +67,9 @@ def test_remove_missing_ok(tmp_path):
     storage.remove(str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError):
         storage.remove(str(tmp_path / "nothing"), missing_ok=False)
+
+
+def test_written_files_are_readable_by_others_as_plain_writes_are(tmp_path):
+    target = tmp_path / "stats.train.json"
+    storage.write_text(str(target), "{}")
+    assert target.stat().st_mode & 0o777 == 0o644
