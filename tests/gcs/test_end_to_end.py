@@ -311,15 +311,9 @@ def _left_on_disk(folders: dict, inputs: dict) -> dict:
     return out
 
 
-def test_cache_train_kill_resume_score_all_on_gs(gcs_bucket, processes, shared_data_dir,
-                                                 spm_model_path, tmp_path):
-    root = gcs_bucket.root("end-to-end")
-    inputs = _upload(gcs_bucket, root, shared_data_dir, spm_model_path)
-    cache, model_dir, out_dir = f"{root}/cache", f"{root}/model", f"{root}/scores"
-    timings = {}
-
-    # 1. t0-cache: two real tasks, mirror and vocabulary in the bucket, two Beam workers.
-    start = time.monotonic()
+def _cache(processes, gcs_bucket, root):
+    """Phase 1: t0-cache of two real tasks into the bucket, on two Beam worker processes."""
+    cache = f"{root}/cache"
     proc = processes.start("cache", "t0_jax.bin.cache", [
         "--tasks", f"{TASK},{TWIN}", "--splits", SPLIT, "--data_dir", f"{root}/mirror",
         "--vocab_path", f"{root}/vocab/spm.model", "--output_cache_dir", cache,
@@ -328,33 +322,35 @@ def test_cache_train_kill_resume_score_all_on_gs(gcs_bucket, processes, shared_d
     _check_cache(gcs_bucket, cache, processes.finish("cache", proc, 30))
     _check_workers(workers, proc.pid, processes.folders["cache"])
     _check_seqio_reads_cache(gcs_bucket, cache, f"{root}/vocab/spm.model")
-    timings["cache"] = time.monotonic() - start
 
-    # 2. two hosts train from the cache; SIGKILL both after a checkpoint; a new pair resumes.
-    start = time.monotonic()
+
+def _train_kill_resume(processes, gcs_bucket, root) -> int:
+    """Phase 2: two hosts train, are SIGKILLed after a checkpoint, a new pair resumes to the
+    end; returns the step the resumed pair restored."""
+    model_dir = f"{root}/model"
     killed_at = _kill_after_a_checkpoint(gcs_bucket, _start_pair(processes, "killed", root),
                                          model_dir)
     assert killed_at < TRAIN_STEPS, "the run finished before it could be killed"
-    timings["killed"] = time.monotonic() - start
     # A killed trainer's lock stays in the bucket and is never taken over automatically (its
     # pid means nothing on another host): the user removes it, as the refusal message says.
     lock = f"{model_dir}/{LOCK_FILE}"
     assert lock in gcs_bucket.list_objects(model_dir + "/")
     with gcs_bucket.applied():
         storage.remove(lock)
-    start = time.monotonic()
     resumed = [processes.finish(f"resumed_host{h}", p, 300)
                for h, p in enumerate(_start_pair(processes, "resumed", root))]
-    timings["resumed"] = time.monotonic() - start
+    marker = "restored the saved input state at step "
     for out in resumed:
         assert f"done at step {TRAIN_STEPS}" in out, out[-3000:]
-        restored = [int(x.split("restored the saved input state at step ")[1].split()[0])
-                    for x in out.splitlines() if "restored the saved input state at step " in x]
+        restored = [int(x.split(marker)[1].split()[0]) for x in out.splitlines() if marker in x]
         assert restored and restored[0] >= killed_at, out[-3000:]
         assert f"resuming from {model_dir}/{restored[0]}" in out, out[-3000:]
-    resumed_from = restored[0]
+    assert lock not in gcs_bucket.list_objects(model_dir + "/"), "the lock was not released"
+    return restored[0]
 
-    objects = gcs_bucket.list_objects(model_dir + "/")
+
+def _check_checkpoints(gcs_bucket, model_dir, objects):
+    """Both hosts' array shards in the final step; both hosts' input state in every kept step."""
     final = f"{model_dir}/{TRAIN_STEPS}"
     for item in ("params", "opt_state"):
         shards = {o.split("/ocdbt.process_")[1].split("/")[0] for o in objects
@@ -363,18 +359,23 @@ def test_cache_train_kill_resume_score_all_on_gs(gcs_bucket, processes, shared_d
     kept = _finalized_steps(gcs_bucket, model_dir)
     newest = list(range(TRAIN_STEPS - 2 * PERIOD, TRAIN_STEPS + 1, PERIOD))  # KEEP_CHECKPOINTS=3
     assert kept[-3:] == newest, kept
-    if kept[:-3]:  # diagnostics: what an older step still holds (Orbax's max_to_keep on GCS)
-        print("older finalized steps left:", {s: [o for o in objects if o.startswith(
-            f"{model_dir}/{s}/") or f"/input_state/{s}/" in o] for s in kept[:-3]})
-    for step in newest:  # each of them has both hosts' input state
+    if kept[:-3]:  # diagnostics: an older step Orbax's max_to_keep has not deleted (yet)
+        print("older finalized steps left:", kept[:-3])
+    for step in newest:
         prefix = f"{model_dir}/input_state/{step}/"
         hosts = {o[len(prefix):].split("/")[0] for o in objects
                  if o.startswith(prefix) and "/" in o[len(prefix):]}
         assert hosts == {f"host_{h}-of-{HOSTS}" for h in range(HOSTS)}, (step, hosts)
-        assert {f"{model_dir}/input_state/{step}/{h}/position.json" for h in hosts} <= set(
-            objects)
+        assert {f"{prefix}{h}/position.json" for h in hosts} <= set(objects)
+
+
+def _check_model_dir(gcs_bucket, root, resumed_from, tmp_path):
+    """Checkpoints, operative config, metrics.jsonl and event files, read from the server."""
+    model_dir = f"{root}/model"
+    objects = gcs_bucket.list_objects(model_dir + "/")
+    _check_checkpoints(gcs_bucket, model_dir, objects)
     config = gcs_bucket.read_object(f"{model_dir}/config.gin").decode()
-    assert f"MODEL_DIR = '{model_dir}'" in config and f"{cache}" in config
+    assert f"MODEL_DIR = '{model_dir}'" in config and f"{root}/cache" in config
     metrics = [json.loads(x) for x in
                gcs_bucket.read_object(f"{model_dir}/metrics.jsonl").decode().splitlines()]
     steps = [m["step"] for m in metrics]
@@ -384,18 +385,18 @@ def test_cache_train_kill_resume_score_all_on_gs(gcs_bucket, processes, shared_d
     first_steps = sorted(_event_steps(gcs_bucket, e, tmp_path)[0] for e in events)
     # the killed pair's file starts at step PERIOD, the resumed pair's after its checkpoint
     assert first_steps[0] == PERIOD and first_steps[-1] == resumed_from + PERIOD, first_steps
-    assert lock not in objects, "the resumed pair did not release its lock"
 
-    # 3. t0-score of the final checkpoint, the _score_eval task read from the cache.
-    start = time.monotonic()
+
+def _score(processes, gcs_bucket, root):
+    """Phase 3: t0-score of the final checkpoint, the _score_eval task read from the cache."""
+    final, out_dir = f"{root}/model/{TRAIN_STEPS}", f"{root}/scores"
     proc = processes.start("score", "t0_jax.bin.score", [
         "--gin_file=runs/score.gin", f"--gin.CHECKPOINT_PATH={final}",
         f"--gin.MIXTURE_OR_TASK_NAME='{TWIN}'", f"--gin.OUTPUT_DIR={out_dir}",
         f"--gin.DATA_DIR='{root}/mirror'", "--gin.USE_CACHED_TASKS=True",
-        f"--gin.CACHE_DIRS=['{cache}']", f"--gin.MAX_EXAMPLES={SCORED}",
+        f"--gin.CACHE_DIRS=['{root}/cache']", f"--gin.MAX_EXAMPLES={SCORED}",
         "--gin_bindings=score_run.progress = False"])
     processes.finish("score", proc, 300)
-    timings["score"] = time.monotonic() - start
     scored = gcs_bucket.list_objects(out_dir + "/")
     for name in ("scores.jsonl", "results.json", "config.gin"):
         assert f"{out_dir}/{name}" in scored, (name, scored)
@@ -413,6 +414,18 @@ def test_cache_train_kill_resume_score_all_on_gs(gcs_bucket, processes, shared_d
     accuracy = sum(r["is_correct"] for r in best.values()) / SCORED
     assert results["tasks"][TWIN]["accuracy"] == pytest.approx(accuracy), results["tasks"]
 
-    # 4. nothing of the run on any process's local disk.
-    assert _left_on_disk(processes.folders, inputs) == {}
+
+def test_cache_train_kill_resume_score_all_on_gs(gcs_bucket, processes, shared_data_dir,
+                                                 spm_model_path, tmp_path):
+    root = gcs_bucket.root("end-to-end")
+    inputs = _upload(gcs_bucket, root, shared_data_dir, spm_model_path)
+    timings, start = {}, time.monotonic()
+    _cache(processes, gcs_bucket, root)
+    timings["cache"], start = time.monotonic() - start, time.monotonic()
+    resumed_from = _train_kill_resume(processes, gcs_bucket, root)
+    timings["train"], start = time.monotonic() - start, time.monotonic()
+    _check_model_dir(gcs_bucket, root, resumed_from, tmp_path)
+    _score(processes, gcs_bucket, root)
+    timings["score"] = time.monotonic() - start
+    assert _left_on_disk(processes.folders, inputs) == {}  # nothing of the run on local disk
     print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
