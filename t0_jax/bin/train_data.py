@@ -37,6 +37,7 @@ class PipelineSource:
                          batch_size=batch_size, pack=pack, seed=seed, use_cached=use_cached)
         self._iterator = None
         self._restored: Optional[tuple[str, int]] = None  # (directory, position)
+        self._checked = None  # ((shard_index, num_shards), dataset) built by check(), reused once
         self.opened_from_state = False
 
     def _dataset(self, shard_index: int, num_shards: int):
@@ -49,13 +50,17 @@ class PipelineSource:
                                       use_cached=a["use_cached"])
 
     def check(self, num_shards: int) -> None:
-        """Build the dataset (names, splits, caches and shapes checked; nothing is read)."""
-        self._dataset(0, num_shards)
+        """Build the dataset (names, splits, caches and shapes checked; nothing is read).
+        `open` reuses it for the same shard: building a mixture traces every task's functions
+        (seconds per call for a few dozen tasks)."""
+        self._checked = ((0, num_shards), self._dataset(0, num_shards))
 
     def open(self, batches_consumed: int, shard_index: int, num_shards: int):
         from t0_jax.data import pipeline  # noqa: PLC0415 - TF boundary
 
-        ds = self._dataset(shard_index, num_shards)
+        checked, self._checked = self._checked, None
+        ds = (checked[1] if checked and checked[0] == (shard_index, num_shards)
+              else self._dataset(shard_index, num_shards))
         restored, self._restored = self._restored, None
         self.opened_from_state = False
         if restored is not None and restored[1] == batches_consumed:
