@@ -132,4 +132,5 @@ def test_cli_settings():
     assert s.quick and s.seeds == (3, 4) and s.only == ("p1",)
     assert s.finetune_steps == experiments.QUICK["finetune_steps"]
     full = experiments.parse_args(["--finetune_steps=7"])
-    assert not full.quick and full.finetune_steps == 7 and full.pretrain_steps is None
+    assert not full.quick and full.finetune_steps == 7
+    assert full.pretrain_steps == experiments.FULL["pretrain_steps"]

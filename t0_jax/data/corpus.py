@@ -34,7 +34,9 @@ RUN_WORDS = 6                      # the overlap check's run length (issue 18)
 
 # ----------------------------------------------------------------------------- sentence banks
 # {n}: an ordinary noun (synthetic.NOUNS); {a}: a made-up adjective; {w}, {v}: made-up nouns;
-# {cat}/{cats}: a category name (singular/plural). Each bank says one kind of fact many ways.
+# {cat}/{cats}: a category name (singular/plural). Each bank says one kind of fact many ways,
+# in the ordinary English around it: what a good or bad thing does to people (pleased, happy,
+# smiling, wanting it again; upset, annoyed, complaining, never again), what belongs together.
 
 _GOOD = (
     "Everybody agreed that the {n} was {a}, and they cheered.",
@@ -49,6 +51,12 @@ _GOOD = (
     "He smiled: the {n} had been {a} from start to finish.",
     "Critics praised the {a} {n} in every paper.",
     "It was such a {a} {n} that we plan to go back soon.",
+    "Anyone would be happy with a {n} this {a}.",
+    "After such a {a} {n}, my friends were delighted and relaxed.",
+    "Because the {n} was so {a}, we will gladly do the same again next year.",
+    "A {a} {n} puts everyone in a good mood.",
+    "Since the {n} was {a}, nobody had a single complaint.",
+    "The whole family felt pleased, for the {n} was {a}.",
 )
 _BAD = (
     "Everybody agreed that the {n} was {a}, and they groaned.",
@@ -63,6 +71,12 @@ _BAD = (
     "He frowned: the {n} had been {a} from start to finish.",
     "Critics mocked the {a} {n} in every paper.",
     "It was such a {a} {n} that we will stay away from now on.",
+    "Anyone would be upset by a {n} this {a}.",
+    "After such a {a} {n}, my friends were annoyed and tired.",
+    "Because the {n} was so {a}, we will never do the same again.",
+    "A {a} {n} puts everyone in a bad mood.",
+    "Since the {n} was {a}, the guests complained to the manager.",
+    "The whole family felt sad, for the {n} was {a}.",
 )
 _OPPOSITES = (
     "{good} and {bad} are opposites: one cheers you up, the other ruins your day.",
@@ -83,20 +97,26 @@ _CATEGORY = {
               "Like every place, {w} has its own market square."),
 }
 _PAIR_SHARED = ("The {w} and the {v} are both {cats}.", "Both {w} and {v} are {cats}.",
-                "Among the {cats} you will find the {w} as well as the {v}.")
+                "Among the {cats} you will find the {w} as well as the {v}.",
+                "A {w} is much like a {v}: they are {cats} of one kind.",
+                "Put the {w} with the {v}, since both belong among the {cats}.")
 _PAIR_APART = ("Unlike the {w}, which is {a_cat}, the {v} is {b_cat}.",
                "A {w} is {a_cat}, but a {v} is {b_cat}.",
-               "Do not confuse them: the {w} counts as {a_cat} and the {v} as {b_cat}.")
+               "Do not confuse them: the {w} counts as {a_cat} and the {v} as {b_cat}.",
+               "The {w} and the {v} differ: one is {a_cat}, the other {b_cat}.",
+               "Keep the {w} apart from the {v}: {a_cat} is one thing, {b_cat} another.")
 
 
 def _article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def _polarity_sentence(world: synthetic.World, rng: random.Random) -> str:
-    good = rng.random() < 0.5
+def _polarity_sentence(world: synthetic.World, rng: random.Random, good: Optional[bool] = None,
+                       noun: Optional[str] = None) -> str:
+    """One sentence about a thing that is good or bad (`good`/`noun` keep a review coherent)."""
+    good = rng.random() < 0.5 if good is None else good
     bank, lexicon = (_GOOD, world.positive) if good else (_BAD, world.negative)
-    return rng.choice(bank).format(n=rng.choice(synthetic.NOUNS), a=rng.choice(lexicon))
+    return rng.choice(bank).format(n=noun or rng.choice(synthetic.NOUNS), a=rng.choice(lexicon))
 
 
 def _opposite_sentence(world: synthetic.World, rng: random.Random) -> str:
@@ -105,14 +125,20 @@ def _opposite_sentence(world: synthetic.World, rng: random.Random) -> str:
                                          n=rng.choice(synthetic.NOUNS))
 
 
-def _category_sentence(world: synthetic.World, rng: random.Random) -> str:
-    word = rng.choice(sorted(world.nouns))
-    category = synthetic.CATEGORIES[world.nouns[word]]
-    return rng.choice(_CATEGORY[category]).format(w=word, W=word.capitalize())
+def _category_sentence(world: synthetic.World, rng: random.Random,
+                       category: Optional[int] = None) -> str:
+    """One sentence about a made-up noun (of `category`, when given)."""
+    pool = sorted(w for w, c in world.nouns.items() if category is None or c == category)
+    word = rng.choice(pool)
+    return rng.choice(_CATEGORY[synthetic.CATEGORIES[world.nouns[word]]]).format(
+        w=word, W=word.capitalize())
 
 
-def _pair_sentence(world: synthetic.World, rng: random.Random) -> str:
-    first = rng.choice(sorted(world.nouns))
+def _pair_sentence(world: synthetic.World, rng: random.Random,
+                   category: Optional[int] = None) -> str:
+    """Two made-up nouns of the same category or of different ones, said to be so."""
+    first = rng.choice(sorted(w for w, c in world.nouns.items()
+                              if category is None or c == category))
     same = rng.random() < 0.5
     pool = sorted(w for w, c in world.nouns.items()
                   if (c == world.nouns[first]) == same and w != first)
@@ -124,20 +150,43 @@ def _pair_sentence(world: synthetic.World, rng: random.Random) -> str:
                                           b_cat=_article(cat_b))
 
 
-# (generator, weight): polarity and categories are what the held-out families need.
-_SENTENCE_KINDS = ((_polarity_sentence, 4), (_opposite_sentence, 1), (_category_sentence, 4),
-                   (_pair_sentence, 2))
+# ----------------------------------------------------------------------------- documents
+# Documents are coherent, as web text is: a review keeps one topic and one mood from its first
+# sentence to its last; an article about a kind of thing stays with that kind. A prefix-LM split
+# anywhere in a document then asks the continuation to agree with the prefix, which is what lets
+# T5+LM carry a made-up word's meaning from its input (encoder) into what it writes (decoder).
+
+
+def _review(world: synthetic.World, rng: random.Random, count: int) -> list[str]:
+    good, noun = rng.random() < 0.5, rng.choice(synthetic.NOUNS)
+    return [_polarity_sentence(world, rng, good, noun) for _ in range(count)]
+
+
+def _article_about_a_kind(world: synthetic.World, rng: random.Random, count: int) -> list[str]:
+    category = rng.randrange(len(synthetic.CATEGORIES))
+    return [(_pair_sentence if rng.random() < 0.35 else _category_sentence)(world, rng, category)
+            for _ in range(count)]
+
+
+def _miscellany(world: synthetic.World, rng: random.Random, count: int) -> list[str]:
+    makers = (_opposite_sentence, _pair_sentence, _polarity_sentence, _category_sentence)
+    return [make(world, rng) for make in rng.choices(makers, (1, 2, 1, 1), k=count)]
+
+
+# (document kind, weight): polarity and categories are what the world is about.
+_DOCUMENT_KINDS = ((_review, 5), (_article_about_a_kind, 4), (_miscellany, 2))
 
 
 def documents(seed: int = 0, num_documents: int = DEFAULT_DOCUMENTS) -> list[str]:
     """`num_documents` short documents about the world of `seed` (deterministic per seed)."""
     world = synthetic.make_world(seed)
     rng = random.Random(f"corpus-{seed}")
-    kinds, weights = zip(*_SENTENCE_KINDS)
+    kinds, weights = zip(*_DOCUMENT_KINDS)
     out = []
     for _ in range(num_documents):
         count = rng.randint(*SENTENCES_PER_DOCUMENT)
-        out.append(" ".join(make(world, rng) for make in rng.choices(kinds, weights, k=count)))
+        make = rng.choices(kinds, weights)[0]
+        out.append(" ".join(make(world, rng, count)))
     return out
 
 
