@@ -134,3 +134,22 @@ def test_cli_settings():
     full = experiments.parse_args(["--finetune_steps=7"])
     assert not full.quick and full.finetune_steps == 7
     assert full.pretrain_steps == experiments.FULL["pretrain_steps"]
+
+
+def test_world_probe_frames_and_separation(quick_run):
+    """bench.world_probe: its frames are the corpus's parallel sentences cut after the adjective;
+    its --separation accuracy is t0-score's accuracy on the completion prompts (no ties)."""
+    from bench import world_probe
+
+    frames = world_probe.bank_frames()
+    assert len(frames) >= 8
+    for prefix, good, bad in frames:
+        assert "{a}" in prefix and good != bad and "{a}" not in good + bad
+    out, report = quick_run
+    for model, per_prompt in (("t5_lm", report["baseline"]["per_prompt"]),
+                              ("p_all/seed_0", report["runs"]["p_all"]["0"]["per_prompt"])):
+        result = world_probe.separation(str(out), model)
+        assert len(result) == 5
+        for prompt, v in result.items():
+            task = f"synth_completion_{prompt}_score_eval"
+            assert v["accuracy"] == pytest.approx(per_prompt[task])

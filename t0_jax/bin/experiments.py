@@ -128,8 +128,8 @@ QUICK = dict(pretrain_steps=120, finetune_steps=30, max_eval_examples=40)
 # make paper (full sizes): the prompted runs as in demo.gin (300 steps, all 200 examples per
 # prompt), but a longer T5+LM than make demo's 600 steps, paid once for all 21 prompted runs. A
 # probe of the trained side only (does T5+LM continue a corpus sentence in the mood of its
-# made-up adjective; bench/world_probe.py) rose from 0.67 at 600 steps to 0.79 at 1500
-# (2026-12-06); 1500 steps cost ~8 min of the hour make paper may take on 2 cores.
+# made-up adjective? bench/world_probe.py, 12 corpus frames) gave 0.56 at 600 steps and 0.85 at
+# 1500 (2026-12-06); 1500 steps cost ~6 min of the hour make paper may take on 2 cores.
 FULL = dict(pretrain_steps=1500)
 
 
