@@ -16,7 +16,7 @@ import pathlib
 import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 from bench import records, report
 
@@ -75,16 +75,19 @@ def run_one(name: str, args: Sequence[str], out_dir: str) -> dict:
     return {"seconds": seconds, "returncode": done.returncode, "summary": summary}
 
 
+def _kept(out: str, title: str) -> Optional[list]:
+    """Section `title` as the existing page at `out` has it (None: no page or no section)."""
+    old = pathlib.Path(out)
+    return report.section_lines(old.read_text(), title) if old.is_file() else None
+
+
 def _with_gpu_section(page: str, out: str, json_dir: str) -> str:
     """The GPU section (`python -m bench.gpu`, run on another machine): from gpu.json when
     there is one, else as the existing page has it, so a CPU rerun does not erase it."""
     from bench import gpu  # noqa: PLC0415
 
     record = records.read_json("gpu", json_dir)
-    if record is not None:
-        return report.with_section(page, gpu.SECTION_TITLE, gpu.section(record))
-    old = pathlib.Path(out)
-    kept = report.section_lines(old.read_text(), gpu.SECTION_TITLE) if old.is_file() else None
+    kept = gpu.section(record) if record is not None else _kept(out, gpu.SECTION_TITLE)
     return report.with_section(page, gpu.SECTION_TITLE, kept) if kept else page
 
 
@@ -94,11 +97,8 @@ KEPT_SECTIONS = ("## Miniature experiments (`make demo`, `make paper`) and the C
 
 
 def _with_kept_sections(page: str, out: str) -> str:
-    old = pathlib.Path(out)
-    if not old.is_file():
-        return page
     for title in KEPT_SECTIONS:
-        kept = report.section_lines(old.read_text(), title)
+        kept = _kept(out, title)
         if kept:
             page = report.with_section(page, title, kept)
     return page

@@ -64,7 +64,8 @@ def probe(checkpoint: str, vocab: str, seed: int = 0) -> dict:
     sp = spm.SentencePieceProcessor(model_file=vocab)
     world = synthetic.make_world(seed)
     keys, inputs, targets, truth = [], [], [], []
-    for index, (prefix, good, bad) in enumerate(bank_frames()):
+    frames = bank_frames()
+    for index, (prefix, good, bad) in enumerate(frames):
         for polarity, lexicon in ((1, world.positive), (0, world.negative)):
             for adjective in lexicon:
                 for noun in NOUNS:
@@ -79,7 +80,6 @@ def probe(checkpoint: str, vocab: str, seed: int = 0) -> dict:
     right: dict = {}
     for (index, polarity), (good, bad) in zip(truth, scores):
         right.setdefault(index, []).append(int(good > bad) == polarity)
-    frames = bank_frames()
     out = {re.sub(r"\s+", " ", frames[i][0]): float(np.mean(v)) for i, v in right.items()}
     out["overall"] = float(np.mean([x for v in right.values() for x in v]))
     return out
@@ -122,21 +122,22 @@ def separation(out_dir: str, model: str) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.world_probe", description=__doc__)
-    p.add_argument("checkpoint", help="a T5+LM step directory (t0_jax format); with "
-                   "--separation: the experiments' OUT_DIR")
-    p.add_argument("vocab", nargs="+", help="the experiment's spiece.model; with --separation: "
-                   "models as named under OUT_DIR/scores (t5_lm, p_all/seed_0, ...)")
+    p.add_argument("paths", nargs="+", help="CHECKPOINT VOCAB (a T5+LM step directory and the "
+                   "experiment's spiece.model); with --separation: OUT_DIR MODEL... (models as "
+                   "named under OUT_DIR/scores: t5_lm, p_all/seed_0, ...)")
     p.add_argument("--world_seed", type=int, default=0)
     p.add_argument("--separation", action="store_true")
     a = p.parse_args(argv)
     if a.separation:
-        for model in a.vocab:
-            for prompt, v in separation(a.checkpoint, model).items():
+        out_dir, *models = a.paths
+        for model in models:
+            for prompt, v in separation(out_dir, model).items():
                 print(f"{model:16s} {prompt:20s} separation {v['separation']:6.2f} nats  "
                       f"bias {v['bias']:6.2f}  accuracy {v['accuracy']:.3f}")
         return 0
-    a.vocab = a.vocab[0]
-    for frame, accuracy in probe(a.checkpoint, a.vocab, a.world_seed).items():
+    if len(a.paths) != 2:
+        p.error("expected CHECKPOINT VOCAB (or --separation OUT_DIR MODEL...)")
+    for frame, accuracy in probe(*a.paths, a.world_seed).items():
         print(f"{accuracy:6.3f}  {frame}")
     return 0
 

@@ -22,7 +22,6 @@ lets every run after the first reuse the compiled step.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -239,29 +238,6 @@ def score(checkpoint: pathlib.Path, output_dir: pathlib.Path, world: World,
     return score_main.run_from_flags(argv)
 
 
-@contextlib.contextmanager
-def rendered_rows_reused():
-    """Inside: each held-out prompt's rows are rendered once for all of an experiment's t0-score
-    calls. They are a pure function of (task, split, DATA_DIR, vocabulary, MAX_EXAMPLES), every
-    model is scored on the same ones, and rendering them (~5 CPU-s for the 10 held-out prompts)
-    cost as much as scoring a model. t0-score itself runs unchanged on them."""
-    from t0_jax.data import score_rows  # noqa: PLC0415 - TensorFlow lives behind this import
-
-    render, memo = score_rows.task_rows, {}
-
-    def task_rows(*args, **kwargs):
-        key = (args, tuple(sorted(kwargs.items())))
-        if key not in memo:
-            memo[key] = render(*args, **kwargs)
-        return [dict(row) for row in memo[key]]  # a fresh list of rows per call
-
-    score_rows.task_rows = task_rows
-    try:
-        yield
-    finally:
-        score_rows.task_rows = render
-
-
 def enable_compilation_cache() -> None:
     """Persist every compiled program (training steps too) so later runs load instead of
     compiling: the many same-shaped trainings of an experiment compile once."""
@@ -319,7 +295,9 @@ def run_experiments(settings: Settings, plan: Optional[Plan] = None) -> dict:
     enable_compilation_cache()
     _stage(start, f"world: families, corpus ({plan.corpus_documents} documents), vocabulary")
     world = prepare_world(out, plan, settings.vocab_size, conds)
-    with rendered_rows_reused():
+    from t0_jax.data import score_rows  # noqa: PLC0415 - TensorFlow lives behind this import
+
+    with score_rows.rows_reused():  # every model is scored on the same held-out rows
         t5_lm, runs = _train_and_score(out, world, settings, conds, seeds, start)
     _stage(start, "report")
     meta = {"command": command_line(settings),
